@@ -89,6 +89,11 @@ def test_storage_accounting():
     assert size["total"] == 800 + 1024
     assert size["bits_per_weight"] == pytest.approx(8 * 1824 / 1600)
     assert cb.storage_bytes(w.size, level_bytes=2)["codebook"] == 512
+    # Parametric schemes pay for their parameters, not a level table (unless asked).
+    un = tvmq.fit(w, "uniform", bits=4, axis=0)
+    assert un.storage_bytes(w.size)["codebook"] == 16 * 4
+    assert un.storage_bytes(w.size, tables=True)["codebook"] == 16 * 16 * 4
+    assert tvmq.fit(w, "tfx", bits=4, axis=0).storage_bytes(w.size)["codebook"] == 16 * 2
 
 
 def test_metrics():

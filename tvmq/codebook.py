@@ -167,7 +167,7 @@ class Codebook:
                 raise DataError(
                     f"thresholds must have shape {(lv.shape[0], lv.shape[1] - 1)}, got {thr.shape}"
                 )
-            if np.any(np.isnan(thr)) or np.any(np.diff(thr, axis=1) < 0):
+            if np.any(np.isnan(thr)) or np.any(thr[:, 1:] < thr[:, :-1]):
                 raise DataError("thresholds must be sorted ascending and not NaN")
         if self.tie not in _TIES:
             raise DataError(f"tie must be one of {_TIES}, got {self.tie!r}")
@@ -237,15 +237,24 @@ class Codebook:
         """``decode(encode(x))``: the float32 tensor the model will effectively use."""
         return self.decode(self.encode(x))
 
-    def storage_bytes(self, numel: int, *, level_bytes: int = 4) -> dict[str, float]:
+    def storage_bytes(
+        self, numel: int, *, level_bytes: int = 4, tables: bool = False
+    ) -> dict[str, float]:
         """Bytes to store a tensor of ``numel`` elements with this codebook.
 
-        Returns ``codes`` (packed, :mod:`tvmq.packing`), ``codebook`` (levels at
-        ``level_bytes`` each: 4 for the float32 tables the kernels read, 2 for fp16),
-        ``total`` and ``bits_per_weight`` (total bits over ``numel``, codebooks included).
+        Returns ``codes`` (packed, :mod:`tvmq.packing`), ``codebook``, ``total`` and
+        ``bits_per_weight`` (total bits over ``numel``, codebooks included). A codebook
+        whose scheme derives its levels from a few parameters (``meta
+        ["param_bytes_per_group"]``: a uniform scale, TFX's IS/SC) costs those bytes per
+        group; otherwise, or with ``tables=True``, each level costs ``level_bytes`` (4 for
+        the float32 tables the kernels read, 2 for fp16).
         """
         codes = math.ceil(numel * self.bits / 8)
-        book = self.levels.size * level_bytes
+        per_group = self.meta.get("param_bytes_per_group")
+        if per_group is not None and not tables:
+            book = self.n_groups * int(per_group)
+        else:
+            book = self.levels.size * level_bytes
         total = codes + book
         return {
             "codes": codes,

@@ -69,6 +69,11 @@ class SchemeConfig:
         """Levels for one group; ``x`` is 1-D float64, ``w`` its importance or None."""
         raise NotImplementedError
 
+    def param_bytes(self) -> int | None:
+        """Bytes per group when the levels follow from a few parameters (a scale, TFX's
+        IS/SC), or None when the level table itself must be stored (k-means, quantile)."""
+        return None
+
     def fit(self, values: Any, *, importance: Any = None) -> Codebook:
         """Fit a codebook to ``values`` (see :func:`fit`)."""
         x = check_finite(values, "values")
@@ -95,6 +100,7 @@ class SchemeConfig:
             scheme=self.name,
             meta={
                 "config": self.to_dict(),
+                "param_bytes_per_group": self.param_bytes(),
                 "groups": [f.meta for f in fits] if any(f.meta for f in fits) else [],
             },
         )

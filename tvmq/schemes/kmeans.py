@@ -1,12 +1,12 @@
 """Lloyd-Max quantization: 1-D k-means on the values, optionally importance-weighted.
 
-Initialization is deterministic: Lloyd runs from both the equal-mass quantile levels and
-the MSE-searched uniform grid, and the better result is kept (from a uniform grid whose
-outer levels sit in empty tails Lloyd crawls to a worse local optimum). Lloyd
-iterations never increase the MSE, an empty cell is re-seeded at the value with the largest
-weighted error (which strictly lowers it), and the float32 levels returned are compared
-with the float32 starting levels, so the result is never worse than either start. With
-``importance`` (a diagonal Hessian, input-activation energy, ...) the objective is
+Initialization is deterministic: Lloyd runs from the equal-mass quantile levels, the
+MSE-searched uniform grid and the NormalFloat levels, and the best result is kept (from a
+uniform grid whose outer levels sit in empty tails Lloyd crawls to a worse local optimum).
+Lloyd iterations never increase the MSE, an empty cell is re-seeded at the value with the
+largest weighted error (which strictly lowers it), and the float32 levels returned are
+compared with the float32 starting levels, so the result is never worse than any start.
+With ``importance`` (a diagonal Hessian, input-activation energy, ...) the objective is
 ``sum w * (x - q(x))**2``.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import ConfigError
 from ._search import nearest_mse
 from .base import GroupFit, SchemeConfig, finalize_levels, register_scheme
+from .nf import NFConfig
 from .quantile import QuantileConfig
 from .uniform import UniformConfig
 
@@ -71,6 +72,7 @@ class KMeansConfig(SchemeConfig):
         starts = [
             finalize_levels(QuantileConfig(bits=self.bits).fit_group(x, w).levels),
             finalize_levels(UniformConfig(bits=self.bits).fit_group(x, w).levels),
+            finalize_levels(NFConfig(bits=self.bits).fit_group(x, w).levels),
         ]
         found = [finalize_levels(lloyd(x, s, w, self.max_iter, self.tol)) for s in starts]
         return GroupFit(min([*found, *starts], key=lambda lv: nearest_mse(x, lv, w)))

@@ -34,6 +34,9 @@ def nf_levels(bits: int) -> tuple[float, ...]:
 class NFConfig(SchemeConfig):
     """NormalFloat levels scaled by absmax (no extra options)."""
 
+    def param_bytes(self) -> int:
+        return 4  # fp32 absmax
+
     def fit_group(self, x: np.ndarray, w: np.ndarray | None) -> GroupFit:
         amax = float(np.max(np.abs(x)))
         if amax == 0.0:

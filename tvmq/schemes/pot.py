@@ -49,6 +49,9 @@ class PoTConfig(SchemeConfig):
         if self.init not in ("minmax", "mse"):
             raise ConfigError(f"pot init must be 'minmax' or 'mse', got {self.init!r}")
 
+    def param_bytes(self) -> int:
+        return 4  # fp32 alpha
+
     def fit_group(self, x: np.ndarray, w: np.ndarray | None) -> GroupFit:
         amax = float(np.max(np.abs(x)))
         if amax == 0.0:

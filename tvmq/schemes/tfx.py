@@ -124,6 +124,9 @@ class TFXConfig(SchemeConfig):
             raise ConfigError(f"tfx select must be 'algorithm1' or 'mse', got {self.select!r}")
         _check(self.bits, self.IS or 1, self.SC or 0)
 
+    def param_bytes(self) -> int:
+        return 2  # IS (3 bits) and SC (7 bits)
+
     def fit_group(self, x: np.ndarray, w: np.ndarray | None) -> GroupFit:
         amax = float(np.max(np.abs(x)))
         IS, SC = tfx_select(amax, self.bits)

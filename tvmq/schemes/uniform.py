@@ -48,6 +48,9 @@ class UniformConfig(SchemeConfig):
         if self.grid < 2:
             raise ConfigError(f"grid must be >= 2, got {self.grid}")
 
+    def param_bytes(self) -> int:
+        return 4 if self.symmetric else 5  # fp32 scale (+ uint8 zero point)
+
     def fit_group(self, x: np.ndarray, w: np.ndarray | None) -> GroupFit:
         lo, hi = float(x.min()), float(x.max())
         if lo == hi == 0.0:

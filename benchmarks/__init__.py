@@ -1,0 +1,1 @@
+"""Benchmarks run by ``make bench``; each writes JSON (+ Markdown, PNG) to bench_results/."""

@@ -1,0 +1,35 @@
+"""``make bench``: run every benchmark, results in bench_results/ (JSON, Markdown, PNG)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from benchmarks import bench_schemes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=REPO / "bench_results")
+    parser.add_argument(
+        "--models", type=Path, default=REPO.parent / "shared" / "models" / "mlperf_tiny"
+    )
+    args = parser.parse_args(argv)
+    console = Console()
+    t0 = time.time()
+    res = bench_schemes.run(args.out, args.models)
+    if "skipped" in res:
+        console.print(f"[yellow]schemes benchmark skipped: {res['skipped']}[/]")
+    else:
+        console.print((args.out / "schemes.md").read_text())
+    console.print(f"bench_results written to {args.out} in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
