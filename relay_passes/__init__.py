@@ -1,4 +1,15 @@
 """tvmq's graph passes. Despite the folder name these are Relax passes (TVM 0.27 replaced
-Relay with Relax); see README.md in this folder for the planned passes."""
+Relay with Relax); see README.md in this folder."""
 
-__all__: list[str] = []
+from .annotate_quant import AnnotateQuant, LayerReport, WeightSite, find_weight_sites
+from .legalize_lut import LegalizeLUT
+from .simulate_quant import SimulateQuant
+
+__all__ = [
+    "AnnotateQuant",
+    "LayerReport",
+    "LegalizeLUT",
+    "SimulateQuant",
+    "WeightSite",
+    "find_weight_sites",
+]

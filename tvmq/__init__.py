@@ -2,7 +2,8 @@
 
 The public surface is small: fit a :class:`Codebook` to a tensor with :func:`fit`, pack its
 codes with :func:`pack`, measure with :func:`sqnr_db`. Everything tvmq raises on purpose is
-a :class:`TvmqError`.
+a :class:`TvmqError`. The compiler entry points (:func:`quantize`, :func:`load_model`,
+:class:`QuantConfig`) import TVM, so they load on first use.
 """
 
 from ._version import __version__
@@ -12,11 +13,34 @@ from .metrics import mse, sqnr_db
 from .packing import pack, unpack
 from .schemes import SchemeConfig, fit, get_scheme, list_schemes, register_scheme
 
+_LAZY = {
+    "quantize": ("tvmq.quantize", "quantize"),
+    "QuantizedModel": ("tvmq.quantize", "QuantizedModel"),
+    "load_model": ("tvmq.frontend.load", "load_model"),
+    "ModelImportError": ("tvmq.frontend.load", "ModelImportError"),
+    "QuantConfig": ("tvmq.config", "QuantConfig"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tvmq' has no attribute {name!r}")
+
+
 __all__ = [
     "Codebook",
     "ConfigError",
     "DataError",
     "FormatError",
+    "ModelImportError",
+    "QuantConfig",
+    "QuantizedModel",
     "SchemeConfig",
     "TvmqError",
     "UnknownNameError",
@@ -24,8 +48,10 @@ __all__ = [
     "fit",
     "get_scheme",
     "list_schemes",
+    "load_model",
     "mse",
     "pack",
+    "quantize",
     "register_scheme",
     "sqnr_db",
     "unpack",

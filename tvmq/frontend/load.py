@@ -157,6 +157,16 @@ def load_model(model: Any, input_shapes: dict[str, tuple[int, ...]] | None = Non
     except Exception as exc:  # frontends raise OpNotImplemented, TVMError, AssertionError...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelImportError(f"TVM could not import {_name(model)}: {msg}") from exc
+    return _drop_param_copies(mod)
+
+
+def _drop_param_copies(mod):
+    """Remove the TFLite frontend's ``params`` attribute: it holds a second copy of every
+    weight, which would keep the float weights in the module after quantization."""
+    main = mod["main"]
+    if main.attrs is not None and "params" in main.attrs:
+        mod = mod.copy() if hasattr(mod, "copy") else mod
+        mod["main"] = main.without_attr("params")
     return mod
 
 

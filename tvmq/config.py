@@ -1,0 +1,142 @@
+"""Model-level quantization config: the weight scheme, granularity, per-layer overrides, skips.
+
+Layers are named by :class:`relay_passes.AnnotateQuant` in graph order as
+``layer<i>_<kind>`` (kind: ``dense``, ``conv1d``, ``conv2d``, ``depthwise``), e.g.
+``layer0_conv2d``; override and skip patterns are :mod:`fnmatch` patterns on those names,
+plus the words ``first`` and ``last``.
+
+Activations stay float32 in this release: the ``-a8`` presets of the roadmap (int8
+activations, integer kernels) are not defined yet rather than defined and ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError, UnknownNameError
+from .schemes import SchemeConfig, make_config
+
+CONFIG_VERSION = 1
+_GRANULARITIES = ("channel", "tensor", "group")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantConfig:
+    """How to quantize a model's weights.
+
+    Parameters
+    ----------
+    weight : SchemeConfig, str or dict
+        The default weight scheme (``"kmeans"``, a config, or a ``to_dict()`` dict); its
+        ``axis`` is ignored, the layer's output-channel axis is used.
+    granularity : {"channel", "tensor", "group"}
+        One codebook per output channel, per tensor, or per ``group_size`` weights along
+        each channel's reduction dimension.
+    group_size : int, optional
+        Required with ``granularity="group"``.
+    overrides : tuple of (pattern, dict)
+        Per-layer scheme options, e.g. ``(("layer0_*", {"bits": 8}),)``; later entries win.
+        A dict may set ``scheme`` to switch scheme.
+    skip : tuple of str
+        Layers left in float: name patterns, or ``"first"`` / ``"last"``.
+    """
+
+    weight: Any = field(default_factory=lambda: make_config("kmeans", bits=4))
+    granularity: str = "channel"
+    group_size: int | None = None
+    overrides: tuple[tuple[str, dict], ...] = ()
+    skip: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", make_config(self.weight))
+        if self.granularity not in _GRANULARITIES:
+            raise ConfigError(
+                f"granularity must be one of {_GRANULARITIES}, got {self.granularity!r}"
+            )
+        if (self.granularity == "group") != (self.group_size is not None):
+            raise ConfigError("group_size is required with granularity='group', and only then")
+        object.__setattr__(self, "overrides", tuple((str(p), dict(o)) for p, o in self.overrides))
+        object.__setattr__(self, "skip", tuple(self.skip))
+        for pattern, opts in self.overrides:  # validate now, not halfway through a model
+            self._scheme_for(opts, axis=None)
+            if not isinstance(pattern, str):
+                raise ConfigError(f"override pattern must be a string, got {pattern!r}")
+
+    def _scheme_for(self, opts: dict, axis: int | None) -> SchemeConfig:
+        opts = dict(opts)
+        name = opts.pop("scheme", self.weight.name)
+        base = self.weight.to_dict() if name == self.weight.name else {"scheme": name}
+        base.update(opts)
+        gran = {"axis": axis, "group_size": self.group_size}
+        if self.granularity == "tensor":
+            gran = {"axis": None, "group_size": None}
+        base.update(gran)
+        return make_config(base)
+
+    def for_layer(self, name: str, index: int, count: int, axis: int) -> SchemeConfig | None:
+        """The scheme config for layer ``name`` (``index`` of ``count``), or None to skip it."""
+        for pattern in self.skip:
+            if (
+                (pattern == "first" and index == 0)
+                or (pattern == "last" and index == count - 1)
+                or fnmatch.fnmatchcase(name, pattern)
+            ):
+                return None
+        opts: dict = {}
+        for pattern, o in self.overrides:
+            if fnmatch.fnmatchcase(name, pattern):
+                opts.update(o)
+        return self._scheme_for(opts, axis)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form (stored in artifacts)."""
+        return {
+            "version": CONFIG_VERSION,
+            "weight": self.weight.to_dict(),
+            "granularity": self.granularity,
+            "group_size": self.group_size,
+            "overrides": [[p, o] for p, o in self.overrides],
+            "skip": list(self.skip),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuantConfig:
+        d = dict(d)
+        version = d.pop("version", CONFIG_VERSION)
+        if version > CONFIG_VERSION:
+            raise ConfigError(
+                f"config version {version} is newer than this tvmq ({CONFIG_VERSION})"
+            )
+        d["overrides"] = tuple(tuple(x) for x in d.get("overrides", ()))
+        d["skip"] = tuple(d.get("skip", ()))
+        return cls(**d)
+
+
+PRESETS: dict[str, QuantConfig] = {
+    "w8-uniform": QuantConfig(weight={"scheme": "uniform", "bits": 8}),
+    "w4-uniform": QuantConfig(weight={"scheme": "uniform", "bits": 4}),
+    "w4-kmeans": QuantConfig(weight={"scheme": "kmeans", "bits": 4}),
+    "w4-quantile": QuantConfig(weight={"scheme": "quantile", "bits": 4}),
+    "w4-nf": QuantConfig(weight={"scheme": "nf", "bits": 4}),
+    "w3-kmeans": QuantConfig(weight={"scheme": "kmeans", "bits": 3}),
+    "w2-kmeans": QuantConfig(weight={"scheme": "kmeans", "bits": 2}),
+    "tfx8": QuantConfig(weight={"scheme": "tfx", "bits": 8}, granularity="tensor"),
+}
+
+
+def get_config(config: str | QuantConfig | dict, **changes: Any) -> QuantConfig:
+    """A :class:`QuantConfig` from a preset name, a config, or a ``to_dict()`` dict."""
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise UnknownNameError(
+                f"unknown preset {config!r}; known presets: {', '.join(sorted(PRESETS))}"
+            )
+        config = PRESETS[config]
+    elif isinstance(config, dict):
+        config = QuantConfig.from_dict(config)
+    elif not isinstance(config, QuantConfig):
+        raise ConfigError(f"config must be a preset name, QuantConfig or dict, got {config!r}")
+    return dataclasses.replace(config, **changes) if changes else config

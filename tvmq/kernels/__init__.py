@@ -1,0 +1,22 @@
+"""LUT kernels: TE compute definitions that read packed weight codes and look up levels.
+
+Each kernel is a small unit: a compute definition (``*_compute``), no hand schedule yet
+(MetaSchedule tunes them), and a numpy reference (``*_reference``) the tests compare to.
+Codes are read in the :mod:`tvmq.packing` layout, so the float weight tensor is never
+materialized by the fused kernels; :func:`lut_decode_compute` (which does materialize it)
+exists only as the fallback legalization of the ``quant.lut_decode`` op.
+"""
+
+from .conv import lut_conv_compute, lut_conv_reference
+from .decode import LutWeight, lut_decode_compute, lut_decode_reference
+from .matmul import lut_matmul_compute, lut_matmul_reference
+
+__all__ = [
+    "LutWeight",
+    "lut_conv_compute",
+    "lut_conv_reference",
+    "lut_decode_compute",
+    "lut_decode_reference",
+    "lut_matmul_compute",
+    "lut_matmul_reference",
+]

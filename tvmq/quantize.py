@@ -1,0 +1,168 @@
+"""The one-call API: ``tvmq.quantize(model, config) -> QuantizedModel``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import QuantConfig, get_config
+from .errors import DataError, TvmqError
+
+
+def _target(target: str | dict):
+    from tvm.target import Target
+
+    if isinstance(target, dict):
+        return Target(target)
+    if target == "llvm":
+        # One core: the models are for single-core MCUs, and the host is shared.
+        return Target({"kind": "llvm", "num-cores": 1})
+    return Target(target)
+
+
+def _vm_run(vm, func, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+    import tvm
+
+    params = func.params
+    if len(inputs) != len(params):
+        raise DataError(f"model takes {len(params)} input(s), got {len(inputs)}")
+    args = []
+    for p, x in zip(params, inputs):
+        x = np.asarray(x)
+        shape = tuple(int(s) for s in p.ty.shape)
+        dtype = str(p.ty.dtype)
+        if x.shape != shape:
+            raise DataError(f"input {p.name_hint!r} must have shape {shape}, got {x.shape}")
+        if x.dtype != np.dtype(dtype):
+            if not np.can_cast(x.dtype, dtype, casting="same_kind"):
+                raise DataError(f"input {p.name_hint!r} must be {dtype}, got {x.dtype}")
+            x = x.astype(dtype)
+        if not np.all(np.isfinite(x)):
+            raise DataError(f"input {p.name_hint!r} holds NaN/inf")
+        args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
+    out = vm["main"](*args)
+    return out.numpy() if hasattr(out, "numpy") else np.asarray(out)
+
+
+@dataclass
+class QuantizedModel:
+    """A model whose conv / dense weights are packed codes plus codebooks.
+
+    Attributes
+    ----------
+    float_module : tvm.IRModule
+        The imported float model.
+    annotated : tvm.IRModule
+        After :class:`relay_passes.AnnotateQuant` (weights are ``quant.lut_decode`` calls).
+    config : QuantConfig
+    layers : list of relay_passes.LayerReport
+    """
+
+    float_module: Any
+    annotated: Any
+    config: QuantConfig
+    layers: list
+    _vms: dict = field(default_factory=dict, repr=False)
+
+    def legalized(self):
+        """The module with LUT kernels (:class:`relay_passes.LegalizeLUT`)."""
+        from relay_passes import LegalizeLUT
+
+        return LegalizeLUT()(self.annotated)
+
+    def simulated(self):
+        """The fake-quant module (:class:`relay_passes.SimulateQuant`)."""
+        from relay_passes import SimulateQuant
+
+        return SimulateQuant()(self.annotated)
+
+    def _vm(self, kind: str, target):
+        import tvm
+        from tvm import relax
+
+        key = (kind, str(target))
+        if key not in self._vms:
+            mod = {
+                "lut": self.legalized,
+                "sim": self.simulated,
+                "float": lambda: self.float_module,
+            }[kind]()
+            exe = tvm.compile(mod, target=target)
+            self._vms[key] = relax.VirtualMachine(exe, tvm.cpu())
+        return self._vms[key]
+
+    def build(self, target: str | dict = "llvm") -> QuantizedModel:
+        """Compile the LUT-kernel module for ``target``; returns ``self`` for chaining."""
+        self._target = _target(target)
+        self._vm("lut", self._target)
+        return self
+
+    def run(self, *inputs: np.ndarray) -> np.ndarray:
+        """Run the built LUT-kernel model (builds for llvm first if needed)."""
+        target = getattr(self, "_target", None) or _target("llvm")
+        return _vm_run(self._vm("lut", target), self.annotated["main"], inputs)
+
+    def simulate(self, *inputs: np.ndarray) -> np.ndarray:
+        """Run the fake-quant model on the host (float kernels, quantized weights)."""
+        return _vm_run(self._vm("sim", _target("llvm")), self.annotated["main"], inputs)
+
+    def run_float(self, *inputs: np.ndarray) -> np.ndarray:
+        """Run the original float model on the host."""
+        return _vm_run(self._vm("float", _target("llvm")), self.float_module["main"], inputs)
+
+    def report(self) -> dict:
+        """Per-layer scheme, bits, weight SQNR and bytes, plus totals."""
+        float_bytes = sum(r.float_bytes for r in self.layers)
+        quant_bytes = sum(r.quant_bytes for r in self.layers)
+        return {
+            "config": self.config.to_dict(),
+            "layers": [r.to_dict() for r in self.layers],
+            "float_weight_bytes": float_bytes,
+            "quant_weight_bytes": quant_bytes,
+            "compression": float_bytes / quant_bytes if quant_bytes else None,
+        }
+
+
+def quantize(
+    model: Any, config: str | QuantConfig | dict = "w4-kmeans", *, calib: Any = None
+) -> QuantizedModel:
+    """Quantize a model's conv / dense weights to LUT codes.
+
+    Parameters
+    ----------
+    model : tvm.IRModule, str, Path, onnx.ModelProto or torch.export.ExportedProgram
+        An imported module (:func:`tvmq.load_model`) or anything ``load_model`` accepts.
+    config : str, QuantConfig or dict
+        A preset (``"w4-kmeans"``, ``"w8-uniform"``, ``"tfx8"``...; see
+        :data:`tvmq.config.PRESETS`) or a config.
+    calib : optional
+        Calibration data. Weight-only quantization needs none; activation quantization,
+        which will use it, is not in this release, so passing data is an error rather than
+        silently unused.
+
+    Returns
+    -------
+    QuantizedModel
+    """
+    import tvm
+
+    from relay_passes import AnnotateQuant
+
+    from .frontend.load import load_model
+
+    if calib is not None:
+        raise TvmqError(
+            "calibration data given, but this release quantizes weights only (activations "
+            "stay float32) and has no use for it; pass calib=None"
+        )
+    cfg = get_config(config)
+    mod = model if isinstance(model, tvm.IRModule) else load_model(model)
+    if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        raise TvmqError("the module has no 'main' function")
+    annotate = AnnotateQuant(cfg)
+    annotated = annotate(mod)
+    return QuantizedModel(
+        float_module=mod, annotated=annotated, config=cfg, layers=list(annotate.report)
+    )
