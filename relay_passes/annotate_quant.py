@@ -32,12 +32,13 @@ _CONV = {"relax.nn.conv2d": "conv2d", "relax.nn.conv1d": "conv1d"}
 
 @dataclass(frozen=True)
 class WeightSite:
-    """A constant weight consumed by a conv or matmul."""
+    """A weight consumed by a conv or matmul; ``const`` is None when it is not a constant."""
 
     name: str
     kind: str
-    const: relax.Expr
+    const: relax.Expr | None
     axis: int
+    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class LayerReport:
     sqnr_db: float | None
     float_bytes: int
     quant_bytes: int
+    note: str = ""
 
     def to_dict(self) -> dict:
         return dict(self.__dict__, shape=list(self.shape))
@@ -61,10 +63,17 @@ def _is_const(expr) -> bool:
     return isinstance(expr, tvm.ir.GenericConst)
 
 
+def _shape(expr) -> tuple[int, ...]:
+    return tuple(int(s) for s in expr.ty.shape)
+
+
 def find_weight_sites(func: relax.Function) -> list[WeightSite]:
-    """The constant weights of conv / matmul calls in ``func``, in graph order."""
+    """The weights of conv / matmul calls in ``func``, in graph order (see module doc)."""
     sites: list[WeightSite] = []
     bound: dict = {}
+
+    def add(kind, const, axis, shape):
+        sites.append(WeightSite(f"layer{len(sites)}_{kind}", kind, const, axis, shape))
 
     @expr_functor.visitor
     class _Finder(PyExprVisitor):
@@ -74,27 +83,27 @@ def find_weight_sites(func: relax.Function) -> list[WeightSite]:
 
         def visit_call_(self, call):
             op = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
-            if op in _CONV and _is_const(call.args[1]):
+            if op in _CONV:
                 w = call.args[1]
                 axis = str(call.attrs.kernel_layout).index("O")
                 kind = _CONV[op]
                 groups = int(call.attrs.groups)
-                if groups > 1 and groups == int(w.ty.shape[axis]):
+                if groups > 1 and groups == _shape(w)[axis]:
                     kind = "depthwise"
-                sites.append(WeightSite(f"layer{len(sites)}_{kind}", kind, w, axis))
-            elif op == "relax.matmul":
+                add(kind, w if _is_const(w) else None, axis, _shape(w))
+            elif op == "relax.matmul" and len(call.args[1].ty.shape) == 2:
                 w = call.args[1]
                 src = bound.get(w)
-                if _is_const(w) and len(w.ty.shape) == 2:
-                    sites.append(WeightSite(f"layer{len(sites)}_dense", "dense", w, 1))
-                elif (
+                if (
                     isinstance(src, relax.Call)
                     and isinstance(src.op, tvm.ir.Op)
                     and src.op.name == "relax.permute_dims"
-                    and _is_const(src.args[0])
                     and len(src.args[0].ty.shape) == 2
                 ):
-                    sites.append(WeightSite(f"layer{len(sites)}_dense", "dense", src.args[0], 0))
+                    inner = src.args[0]
+                    add("dense", inner if _is_const(inner) else None, 0, _shape(inner))
+                else:
+                    add("dense", w if _is_const(w) else None, 1, _shape(w))
             super().visit_call_(call)
 
     _Finder().visit_expr(func)
@@ -135,17 +144,25 @@ class AnnotateQuant:
             replacements = {}
             sites = find_weight_sites(func)
             for i, site in enumerate(sites):
-                w = site.const.value.numpy()
-                scheme = self.config.for_layer(site.name, i, len(sites), site.axis)
-                entry = dict(
-                    name=site.name, kind=site.kind, shape=tuple(w.shape), float_bytes=w.nbytes
-                )
-                if scheme is None or w.dtype != np.float32:
+                entry = dict(name=site.name, kind=site.kind, shape=site.shape)
+                if site.const is None:
                     self.report.append(
                         LayerReport(
-                            **entry, scheme=None, bits=None, sqnr_db=None, quant_bytes=w.nbytes
+                            **entry, scheme=None, bits=None, sqnr_db=None, float_bytes=0,
+                            quant_bytes=0, note="weight is not a constant: left in float",
                         )
-                    )
+                    )  # fmt: skip
+                    continue
+                w = site.const.value.numpy()
+                scheme = self.config.for_layer(site.name, i, len(sites), site.axis)
+                if scheme is None or w.dtype != np.float32:
+                    note = "skipped by config" if scheme is None else f"{w.dtype} weight"
+                    self.report.append(
+                        LayerReport(
+                            **entry, scheme=None, bits=None, sqnr_db=None,
+                            float_bytes=w.nbytes, quant_bytes=w.nbytes, note=note,
+                        )
+                    )  # fmt: skip
                     continue
                 cb = scheme.fit(w)
                 packed, levels, spec = lut_decode_constants(cb, w)
@@ -156,6 +173,7 @@ class AnnotateQuant:
                         scheme=scheme.name,
                         bits=scheme.bits,
                         sqnr_db=sqnr_db(w, cb.quantize(w)),
+                        float_bytes=w.nbytes,
                         quant_bytes=int(packed.value.numpy().nbytes + levels.value.numpy().nbytes),
                     )
                 )

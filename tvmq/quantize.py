@@ -34,13 +34,13 @@ def _vm_run(vm, func, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
         shape = tuple(int(s) for s in p.ty.shape)
         dtype = str(p.ty.dtype)
         if x.shape != shape:
-            raise DataError(f"input {p.name_hint!r} must have shape {shape}, got {x.shape}")
+            raise DataError(f"input {p.name!r} must have shape {shape}, got {x.shape}")
         if x.dtype != np.dtype(dtype):
             if not np.can_cast(x.dtype, dtype, casting="same_kind"):
-                raise DataError(f"input {p.name_hint!r} must be {dtype}, got {x.dtype}")
+                raise DataError(f"input {p.name!r} must be {dtype}, got {x.dtype}")
             x = x.astype(dtype)
         if not np.all(np.isfinite(x)):
-            raise DataError(f"input {p.name_hint!r} holds NaN/inf")
+            raise DataError(f"input {p.name!r} holds NaN/inf")
         args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
     out = vm["main"](*args)
     return out.numpy() if hasattr(out, "numpy") else np.asarray(out)

@@ -1,7 +1,9 @@
 """``load_model``: a float model file (or program) to a Relax IRModule, via TVM's frontends.
 
 Weights come out as ``relax.Constant`` s inside ``main``, which is what
-:class:`relay_passes.AnnotateQuant` looks for.
+:class:`relay_passes.AnnotateQuant` looks for. The imported module is constant-folded, so
+weights an int8 model stores as ``dequantize(int8 constant)`` become float constants too
+(folding is safe here, before annotation; after it, it would undo the quantization).
 
 TFLite files with dynamic-range-quantized weights (int8 weights with scales under float
 ops, as in MLPerf Tiny's "float32" KWS model) are refused by TVM's TFLite frontend ("likely
@@ -157,7 +159,9 @@ def load_model(model: Any, input_shapes: dict[str, tuple[int, ...]] | None = Non
     except Exception as exc:  # frontends raise OpNotImplemented, TVMError, AssertionError...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelImportError(f"TVM could not import {_name(model)}: {msg}") from exc
-    return _drop_param_copies(mod)
+    from tvm import relax
+
+    return relax.transform.FoldConstant()(_drop_param_copies(mod))
 
 
 def _drop_param_copies(mod):
