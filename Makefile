@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := qemu-system-arm gcc-arm-none-eabi picolibc-arm-none-eabi dataset-fashion-mnist
 STAMP := $(VENV)/.tvmq-installed
+# train = torch 2.13.0 (CPU build, a local wheel on these machines): the tests cover the
+# torch.export import path with it. Set EXTRAS=dev for a lighter environment.
+EXTRAS ?= dev,train
 
 .PHONY: setup apt venv demo test bench lint format clean
 
@@ -26,10 +29,10 @@ $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "tvmq needs $(PYTHON) (Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-# Re-installs when pyproject.toml changes.
-$(STAMP): pyproject.toml | $(VENV)/bin/python
+# Re-installs when pyproject.toml or this Makefile changes.
+$(STAMP): pyproject.toml Makefile | $(VENV)/bin/python
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 venv: $(STAMP)

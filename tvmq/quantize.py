@@ -42,8 +42,16 @@ def _vm_run(vm, func, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
         if not np.all(np.isfinite(x)):
             raise DataError(f"input {p.name!r} holds NaN/inf")
         args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
-    out = vm["main"](*args)
-    return out.numpy() if hasattr(out, "numpy") else np.asarray(out)
+    return _to_numpy(vm["main"](*args))
+
+
+def _to_numpy(out):
+    """A VM result as numpy: a tensor, or a tuple of them (a 1-tuple is unwrapped, as
+    ``torch.export`` programs return one)."""
+    if hasattr(out, "numpy"):
+        return out.numpy()
+    items = [_to_numpy(o) for o in out]
+    return items[0] if len(items) == 1 else tuple(items)
 
 
 @dataclass
