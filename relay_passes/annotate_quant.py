@@ -12,6 +12,12 @@ A weight that is not a constant (a graph input, a computed tensor) is left in fl
 reported as such; nothing is rewritten silently. Each annotated weight is encoded once
 with the scheme :meth:`tvmq.config.QuantConfig.for_layer` gives; the per-layer results
 (scheme, bits, SQNR, bytes) are in ``AnnotateQuant(...).report`` after the pass runs.
+
+With ``config.activation`` set, the data input of every quantized layer is wrapped in
+``quant.dequantize(quant.quantize(x, 1.0, 0, bits), 1.0, 0)`` (placeholder ranges that
+:class:`Calibrate` replaces) and the layer's level table is snapped to its int8 grid
+(:func:`tvmq.kernels.snap_levels`; not for per-group codebooks, which stay on the float
+LUT kernels), so fake-quant simulation and the integer kernels compute the same thing.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from tvm import relax
 from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
 
 from tvmq.config import QuantConfig, get_config
+from tvmq.kernels import lut_decode_reference, snap_levels
 from tvmq.metrics import sqnr_db
-from tvmq.ops import lut_decode, lut_decode_constants
+from tvmq.ops import dequantize, lut_decode, lut_decode_constants, quantize
 
 _CONV = {"relax.nn.conv2d": "conv2d", "relax.nn.conv1d": "conv1d"}
 
@@ -39,6 +46,7 @@ class WeightSite:
     const: relax.Expr | None
     axis: int
     shape: tuple[int, ...]
+    call: relax.Call | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,8 @@ def find_weight_sites(func: relax.Function) -> list[WeightSite]:
     sites: list[WeightSite] = []
     bound: dict = {}
 
-    def add(kind, const, axis, shape):
-        sites.append(WeightSite(f"layer{len(sites)}_{kind}", kind, const, axis, shape))
+    def add(kind, const, axis, shape, call):
+        sites.append(WeightSite(f"layer{len(sites)}_{kind}", kind, const, axis, shape, call))
 
     @expr_functor.visitor
     class _Finder(PyExprVisitor):
@@ -90,7 +98,7 @@ def find_weight_sites(func: relax.Function) -> list[WeightSite]:
                 groups = int(call.attrs.groups)
                 if groups > 1 and groups == _shape(w)[axis]:
                     kind = "depthwise"
-                add(kind, w if _is_const(w) else None, axis, _shape(w))
+                add(kind, w if _is_const(w) else None, axis, _shape(w), call)
             elif op == "relax.matmul" and len(call.args[1].ty.shape) == 2:
                 w = call.args[1]
                 src = bound.get(w)
@@ -101,9 +109,9 @@ def find_weight_sites(func: relax.Function) -> list[WeightSite]:
                     and len(src.args[0].ty.shape) == 2
                 ):
                     inner = src.args[0]
-                    add("dense", inner if _is_const(inner) else None, 0, _shape(inner))
+                    add("dense", inner if _is_const(inner) else None, 0, _shape(inner), call)
                 else:
-                    add("dense", w if _is_const(w) else None, 1, _shape(w))
+                    add("dense", w if _is_const(w) else None, 1, _shape(w), call)
             super().visit_call_(call)
 
     _Finder().visit_expr(func)
@@ -112,13 +120,22 @@ def find_weight_sites(func: relax.Function) -> list[WeightSite]:
 
 @expr_functor.mutator
 class _Annotator(PyExprMutator):
-    def __init__(self, mod, replacements: dict):
+    def __init__(self, mod, replacements: dict, act_bits: dict):
         super().__init__(mod)
         self.replacements = replacements
+        self.act_bits = act_bits  # original conv/matmul call -> activation bits
 
     def visit_generic_const_(self, const):
         new = self.replacements.get(const)
         return new if new is not None else const
+
+    def visit_call_(self, call):
+        bits = self.act_bits.get(call)
+        new = super().visit_call_(call)
+        if bits is None:
+            return new
+        x = dequantize(quantize(new.args[0], 1.0, 0, bits), 1.0, 0)
+        return relax.Call(new.op, [x, *new.args[1:]], new.attrs)
 
 
 @tvm.transform.module_pass(opt_level=0, name="AnnotateQuant")
@@ -141,7 +158,8 @@ class AnnotateQuant:
         for gv, func in mod.functions_items():
             if not isinstance(func, relax.Function):
                 continue
-            replacements = {}
+            replacements, act_bits = {}, {}
+            act = self.config.activation
             sites = find_weight_sites(func)
             for i, site in enumerate(sites):
                 entry = dict(name=site.name, kind=site.kind, shape=site.shape)
@@ -166,19 +184,24 @@ class AnnotateQuant:
                     continue
                 cb = scheme.fit(w)
                 packed, levels, spec = lut_decode_constants(cb, w)
+                if act is not None:
+                    act_bits[site.call] = act.bits
+                    if spec.group_size is None:
+                        levels = relax.const(snap_levels(levels.value.numpy()), "float32")
                 replacements[site.const] = lut_decode(packed, levels, spec)
+                w_hat = lut_decode_reference(packed.value.numpy(), levels.value.numpy(), spec)
                 self.report.append(
                     LayerReport(
                         **entry,
                         scheme=scheme.name,
                         bits=scheme.bits,
-                        sqnr_db=sqnr_db(w, cb.quantize(w)),
+                        sqnr_db=sqnr_db(w, w_hat),
                         float_bytes=w.nbytes,
                         quant_bytes=int(packed.value.numpy().nbytes + levels.value.numpy().nbytes),
                     )
                 )
             if replacements:
-                annotator = _Annotator(out, replacements)
+                annotator = _Annotator(out, replacements, act_bits)
                 new_func = annotator.visit_expr(func)
                 annotator.builder_.update_func(gv, new_func)
                 out = annotator.builder_.get()

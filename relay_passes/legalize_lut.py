@@ -6,10 +6,14 @@ the LUT kernels in :mod:`tvmq.kernels`, which decode each weight element from th
 codes inside the reduction loop: the float weight tensor is never materialized. The
 decode bindings left unused are removed by dead-code elimination.
 
+When the data input is ``quant.dequantize(q)`` (activations quantized by
+:class:`AnnotateQuant` and :class:`Calibrate`) and the codebook is per tensor or per
+channel, the integer kernels of :mod:`tvmq.kernels.integer` are used instead: they read the
+int8 codes ``q`` and an int8 level table, accumulate in int32 and scale once per output.
+Otherwise the float-LUT kernels run on the dequantized input.
+
 A ``lut_decode`` with any other consumer is left alone; ``LegalizeOps`` later gives it the
 fallback (materializing) legalization, so the module still runs, just not compressed.
-Float-activation kernels only in this release (integer kernels for int8 activations are
-the next step).
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ import tvm
 from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
-from tvmq.kernels import lut_conv_compute, lut_matmul_compute
-from tvmq.ops import is_lut_decode, spec_of
+from tvmq.kernels import (
+    int_level_table,
+    lut_conv_compute,
+    lut_conv_int_compute,
+    lut_matmul_compute,
+    lut_matmul_int_compute,
+    out_scales,
+    supports_integer,
+)
+from tvmq.ops import DEQUANTIZE_OP, is_lut_decode, is_op, prim_float, prim_int, spec_of
 
 
 def _op_name(call) -> str:
@@ -53,6 +65,18 @@ class _Legalizer(PyExprMutator):
                     transposed = True
             if decode is not None:
                 spec = spec_of(decode)
+                integer = self._integer_args(
+                    call.args[0], decode, spec, spec.shape[0 if transposed else 1]
+                )
+                if integer is not None:
+                    q, table, oscale, zero = integer
+                    return self.builder_.call_te(
+                        lambda a, p, t, o: lut_matmul_int_compute(
+                            a, p, t, o, spec, x_zero=zero, transposed=transposed
+                        ),
+                        q, decode.args[0], table, oscale,
+                        primfunc_name_hint="lut_matmul_int",
+                    )  # fmt: skip
                 return self.builder_.call_te(
                     lambda x, p, lv: lut_matmul_compute(x, p, lv, spec, transposed=transposed),
                     call.args[0],
@@ -61,6 +85,18 @@ class _Legalizer(PyExprMutator):
                     primfunc_name_hint="lut_matmul",
                 )
         return call
+
+    def _integer_args(self, x, decode, spec, out_channels):
+        """``(q, table, out_scale, zero)`` when the integer kernel applies, else None."""
+        if not (isinstance(x, relax.Var) and supports_integer(spec)):
+            return None
+        src = self.lookup_binding(x)
+        if not is_op(src, DEQUANTIZE_OP):
+            return None
+        scale, zero = prim_float(src.args[1]), prim_int(src.args[2])
+        table, w_scale = int_level_table(decode.args[1].value.numpy())
+        oscale = out_scales(spec, w_scale, scale, out_channels)
+        return src.args[0], relax.const(table, "int8"), relax.const(oscale, "float32"), zero
 
     def _conv(self, call, decode):
         spec = spec_of(decode)
@@ -75,6 +111,15 @@ class _Legalizer(PyExprMutator):
             data_layout=str(a.data_layout),
             kernel_layout=str(a.kernel_layout),
         )
+        out_ch = spec.shape[str(a.kernel_layout).index("O")]
+        integer = self._integer_args(call.args[0], decode, spec, out_ch)
+        if integer is not None:
+            q, table, oscale, zero = integer
+            return self.builder_.call_te(
+                lambda x, p, t, o: lut_conv_int_compute(x, p, t, o, spec, x_zero=zero, **kw),
+                q, decode.args[0], table, oscale,
+                primfunc_name_hint="lut_conv_int",
+            )  # fmt: skip
         return self.builder_.call_te(
             lambda x, p, lv: lut_conv_compute(x, p, lv, spec, **kw),
             call.args[0],

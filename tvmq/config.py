@@ -5,8 +5,9 @@ Layers are named by :class:`relay_passes.AnnotateQuant` in graph order as
 ``layer0_conv2d``; override and skip patterns are :mod:`fnmatch` patterns on those names,
 plus the words ``first`` and ``last``.
 
-Activations stay float32 in this release: the ``-a8`` presets of the roadmap (int8
-activations, integer kernels) are not defined yet rather than defined and ignored.
+Activations are float32 unless ``activation`` is set: then the input of every quantized
+layer is quantized to ``bits`` (uniform, int8 storage) with ranges from calibration data,
+the weight level tables are snapped to an int8 grid, and the layers run as integer kernels.
 """
 
 from __future__ import annotations
@@ -21,6 +22,42 @@ from .schemes import SchemeConfig, make_config
 
 CONFIG_VERSION = 1
 _GRANULARITIES = ("channel", "tensor", "group")
+
+
+_ACT_METHODS = ("minmax", "percentile", "mse")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationConfig:
+    """Uniform activation quantization of the inputs of quantized layers.
+
+    Parameters
+    ----------
+    bits : int
+        2 to 8 (stored as int8).
+    method : {"minmax", "percentile", "mse"}
+        How :class:`relay_passes.Calibrate` sets the range from calibration data.
+    percentile : float
+        Upper percentile for ``method="percentile"`` (the lower one is ``100 - p``).
+    """
+
+    bits: int = 8
+    method: str = "mse"
+    percentile: float = 99.99
+
+    def __post_init__(self) -> None:
+        from .packing import check_bits
+
+        check_bits(self.bits)
+        if self.method not in _ACT_METHODS:
+            raise ConfigError(
+                f"activation method must be one of {_ACT_METHODS}, got {self.method!r}"
+            )
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +79,9 @@ class QuantConfig:
         A dict may set ``scheme`` to switch scheme.
     skip : tuple of str
         Layers left in float: name patterns, or ``"first"`` / ``"last"``.
+    activation : ActivationConfig or dict, optional
+        Quantize the inputs of quantized layers (needs calibration data); None keeps
+        activations in float32.
     """
 
     weight: Any = field(default_factory=lambda: make_config("kmeans", bits=4))
@@ -49,9 +89,12 @@ class QuantConfig:
     group_size: int | None = None
     overrides: tuple[tuple[str, dict], ...] = ()
     skip: tuple[str, ...] = ()
+    activation: ActivationConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight", make_config(self.weight))
+        if isinstance(self.activation, dict):
+            object.__setattr__(self, "activation", ActivationConfig(**self.activation))
         if self.granularity not in _GRANULARITIES:
             raise ConfigError(
                 f"granularity must be one of {_GRANULARITIES}, got {self.granularity!r}"
@@ -100,6 +143,7 @@ class QuantConfig:
             "group_size": self.group_size,
             "overrides": [[p, o] for p, o in self.overrides],
             "skip": list(self.skip),
+            "activation": None if self.activation is None else self.activation.to_dict(),
         }
 
     @classmethod
@@ -124,6 +168,12 @@ PRESETS: dict[str, QuantConfig] = {
     "w3-kmeans": QuantConfig(weight={"scheme": "kmeans", "bits": 3}),
     "w2-kmeans": QuantConfig(weight={"scheme": "kmeans", "bits": 2}),
     "tfx8": QuantConfig(weight={"scheme": "tfx", "bits": 8}, granularity="tensor"),
+    "w8-uniform-a8": QuantConfig(weight={"scheme": "uniform", "bits": 8}, activation={}),
+    "w4-uniform-a8": QuantConfig(weight={"scheme": "uniform", "bits": 4}, activation={}),
+    "w4-kmeans-a8": QuantConfig(weight={"scheme": "kmeans", "bits": 4}, activation={}),
+    "w4-quantile-a8": QuantConfig(weight={"scheme": "quantile", "bits": 4}, activation={}),
+    "w4-kmeans-a4": QuantConfig(weight={"scheme": "kmeans", "bits": 4}, activation={"bits": 4}),
+    "w2-kmeans-a8": QuantConfig(weight={"scheme": "kmeans", "bits": 2}, activation={}),
 }
 
 

@@ -7,6 +7,18 @@
     gives ``R.Tensor(shape, "float32")``; the fallback legalization materializes the weight
     with :func:`tvmq.kernels.lut_decode_compute`, so any annotated module runs.
     :class:`relay_passes.LegalizeLUT` instead fuses it into LUT kernels that never do.
+
+``quant.quantize(x, scale, zero_point, bits)``
+    Uniform activation quantization to int8 storage:
+    ``clamp(floor(x * (1 / scale) + 0.5) + zero_point, -2**(bits-1), 2**(bits-1) - 1)``,
+    rounding half up with the reciprocal computed in float32, so the TE kernels and the
+    numpy reference (:func:`tvmq.kernels.quantize_reference`) agree bit for bit.
+
+``quant.dequantize(q, scale, zero_point)``
+    ``(q - zero_point) * scale`` in float32.
+
+``scale``, ``zero_point`` and ``bits`` are ``relax.PrimValue`` s; :class:`relay_passes.
+Calibrate` sets them.
 """
 
 from __future__ import annotations
@@ -16,10 +28,12 @@ import tvm
 from tvm import relax
 
 from .codebook import Codebook
-from .kernels import LutWeight, lut_decode_compute
+from .kernels import LutWeight, dequantize_compute, lut_decode_compute, quantize_compute
 from .packing import pack
 
 LUT_DECODE = "quant.lut_decode"
+QUANTIZE = "quant.quantize"
+DEQUANTIZE = "quant.dequantize"
 
 
 def _infer_type(call: relax.Call, ctx) -> relax.TensorType:
@@ -36,16 +50,76 @@ def _legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     )
 
 
+def _infer_quantize(call: relax.Call, ctx) -> relax.TensorType:
+    return relax.TensorType(call.args[0].ty.shape, "int8")
+
+
+def _infer_dequantize(call: relax.Call, ctx) -> relax.TensorType:
+    return relax.TensorType(call.args[0].ty.shape, "float32")
+
+
+def _legalize_quantize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    scale, zero, bits = act_params(call)
+    return bb.call_te(
+        lambda x: quantize_compute(x, scale, zero, bits),
+        call.args[0],
+        primfunc_name_hint="quantize",
+    )
+
+
+def _legalize_dequantize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    scale, zero = prim_float(call.args[1]), prim_int(call.args[2])
+    return bb.call_te(
+        lambda q: dequantize_compute(q, scale, zero), call.args[0], primfunc_name_hint="dequantize"
+    )
+
+
+_OPS = {
+    LUT_DECODE: (_infer_type, _legalize),
+    QUANTIZE: (_infer_quantize, _legalize_quantize),
+    DEQUANTIZE: (_infer_dequantize, _legalize_dequantize),
+}
+
+
 def _register() -> None:
-    if LUT_DECODE in tvm.ir.Op.list_op_names() and tvm.ir.Op.get(LUT_DECODE).get_attr("FInferType"):
-        return  # registered already (a module reload)
-    tvm.ir.register_op_attr(LUT_DECODE, "FInferType", _infer_type)
-    tvm.ir.register_op_attr(LUT_DECODE, "FLegalize", _legalize)
-    tvm.ir.register_op_attr(LUT_DECODE, "FPurity", True)
+    for name, (infer, legalize) in _OPS.items():
+        if name in tvm.ir.Op.list_op_names() and tvm.ir.Op.get(name).get_attr("FInferType"):
+            continue  # registered already (a module reload)
+        tvm.ir.register_op_attr(name, "FInferType", infer)
+        tvm.ir.register_op_attr(name, "FLegalize", legalize)
+        tvm.ir.register_op_attr(name, "FPurity", True)
 
 
 _register()
 LUT_DECODE_OP = tvm.ir.Op.get(LUT_DECODE)
+QUANTIZE_OP = tvm.ir.Op.get(QUANTIZE)
+DEQUANTIZE_OP = tvm.ir.Op.get(DEQUANTIZE)
+
+
+def quantize(x: relax.Expr, scale: float, zero_point: int, bits: int) -> relax.Call:
+    """A ``quant.quantize`` call (see module doc)."""
+    return relax.Call(
+        QUANTIZE_OP,
+        [x, _fprim(scale), relax.prim_value(int(zero_point)), relax.prim_value(int(bits))],
+    )
+
+
+def dequantize(q: relax.Expr, scale: float, zero_point: int) -> relax.Call:
+    """A ``quant.dequantize`` call (see module doc)."""
+    return relax.Call(DEQUANTIZE_OP, [q, _fprim(scale), relax.prim_value(int(zero_point))])
+
+
+def _fprim(value: float) -> relax.Expr:
+    return relax.prim_value(tvm.tirx.FloatImm("float32", float(np.float32(value))))
+
+
+def act_params(call: relax.Call) -> tuple[float, int, int]:
+    """``(scale, zero_point, bits)`` of a ``quant.quantize`` call."""
+    return prim_float(call.args[1]), prim_int(call.args[2]), prim_int(call.args[3])
+
+
+def is_op(expr: relax.Expr, op) -> bool:
+    return isinstance(expr, relax.Call) and expr.op.same_as(op)
 
 
 def lut_decode(packed: relax.Expr, levels: relax.Expr, spec: LutWeight) -> relax.Call:
@@ -77,18 +151,18 @@ def lut_decode_constants(
 
 
 def is_lut_decode(expr: relax.Expr) -> bool:
-    return isinstance(expr, relax.Call) and expr.op.same_as(LUT_DECODE_OP)
+    return is_op(expr, LUT_DECODE_OP)
 
 
 def spec_of(call: relax.Call) -> LutWeight:
     """The :class:`LutWeight` of a ``quant.lut_decode`` call."""
     shape = tuple(int(s) for s in call.args[2].values)
-    axis = _int(call.args[4])
-    group = _int(call.args[5])
+    axis = prim_int(call.args[4])
+    group = prim_int(call.args[5])
     n_groups, n_levels = (int(s) for s in call.args[1].ty.shape)
     return LutWeight(
         shape=shape,
-        bits=_int(call.args[3]),
+        bits=prim_int(call.args[3]),
         axis=None if axis < 0 else axis,
         group_size=group or None,
         n_groups=n_groups,
@@ -96,6 +170,11 @@ def spec_of(call: relax.Call) -> LutWeight:
     )
 
 
-def _int(prim_value: relax.Expr) -> int:
+def prim_int(prim_value: relax.Expr) -> int:
     value = prim_value.value
     return int(getattr(value, "value", value))
+
+
+def prim_float(prim_value: relax.Expr) -> float:
+    value = prim_value.value
+    return float(np.float32(getattr(value, "value", value)))

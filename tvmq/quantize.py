@@ -145,10 +145,10 @@ def quantize(
     config : str, QuantConfig or dict
         A preset (``"w4-kmeans"``, ``"w8-uniform"``, ``"tfx8"``...; see
         :data:`tvmq.config.PRESETS`) or a config.
-    calib : optional
-        Calibration data. Weight-only quantization needs none; activation quantization,
-        which will use it, is not in this release, so passing data is an error rather than
-        silently unused.
+    calib : iterable, optional
+        Calibration inputs (a few hundred real samples, never test data), each shaped like
+        ``main``'s input: needed when the config quantizes activations, an error otherwise
+        (it would be silently unused).
 
     Returns
     -------
@@ -156,21 +156,28 @@ def quantize(
     """
     import tvm
 
-    from relay_passes import AnnotateQuant
+    from relay_passes import AnnotateQuant, Calibrate
 
     from .frontend.load import load_model
 
-    if calib is not None:
-        raise TvmqError(
-            "calibration data given, but this release quantizes weights only (activations "
-            "stay float32) and has no use for it; pass calib=None"
-        )
     cfg = get_config(config)
+    if cfg.activation is None and calib is not None:
+        raise TvmqError(
+            "calibration data given, but the config keeps activations in float32 and has "
+            "no use for it; pass calib=None or a config with activation=..."
+        )
+    if cfg.activation is not None and calib is None:
+        raise TvmqError(
+            "the config quantizes activations: pass calib= with a few hundred real input "
+            "samples (not test data)"
+        )
     mod = model if isinstance(model, tvm.IRModule) else load_model(model)
     if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
         raise TvmqError("the module has no 'main' function")
     annotate = AnnotateQuant(cfg)
     annotated = annotate(mod)
+    if cfg.activation is not None:
+        annotated = Calibrate(calib, cfg.activation)(annotated)
     return QuantizedModel(
         float_module=mod, annotated=annotated, config=cfg, layers=list(annotate.report)
     )

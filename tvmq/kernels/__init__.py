@@ -7,16 +7,44 @@ materialized by the fused kernels; :func:`lut_decode_compute` (which does materi
 exists only as the fallback legalization of the ``quant.lut_decode`` op.
 """
 
+from .activation import (
+    dequantize_compute,
+    dequantize_reference,
+    qrange,
+    quantize_compute,
+    quantize_reference,
+)
 from .conv import lut_conv_compute, lut_conv_reference
 from .decode import LutWeight, lut_decode_compute, lut_decode_reference
+from .integer import (
+    int_level_table,
+    lut_conv_int_compute,
+    lut_int_reference,
+    lut_matmul_int_compute,
+    out_scales,
+    snap_levels,
+    supports_integer,
+)
 from .matmul import lut_matmul_compute, lut_matmul_reference
 
 __all__ = [
     "LutWeight",
+    "dequantize_compute",
+    "dequantize_reference",
+    "int_level_table",
     "lut_conv_compute",
+    "lut_conv_int_compute",
     "lut_conv_reference",
     "lut_decode_compute",
     "lut_decode_reference",
+    "lut_int_reference",
     "lut_matmul_compute",
+    "lut_matmul_int_compute",
     "lut_matmul_reference",
+    "out_scales",
+    "qrange",
+    "quantize_compute",
+    "quantize_reference",
+    "snap_levels",
+    "supports_integer",
 ]

@@ -88,8 +88,10 @@ def lut_conv_reference(
     groups: int,
     data_layout: str,
     kernel_layout: str,
+    dtype=np.float32,
 ) -> np.ndarray:
-    """numpy: the same convolution with the decoded weight, in float64, as float32."""
+    """numpy: the same convolution with the decoded weight, computed in float64 and
+    returned as ``dtype`` (float64 keeps integer sums exact below 2**53)."""
     sp = _spatial(data_layout)
     nd = len(sp)
     # To canonical N, C, spatial... and O, I, spatial...
@@ -115,4 +117,4 @@ def lut_conv_reference(
             wg = wc[g * o_pg : (g + 1) * o_pg, :, *kpos]  # (o_pg, i_pg)
             out[:, g * o_pg : (g + 1) * o_pg] += np.einsum("nc...,oc->no...", xin, wg)
     back = [["N", "C", *sp].index(c) for c in data_layout]
-    return np.transpose(out, back).astype(np.float32)
+    return np.transpose(out, back).astype(dtype)

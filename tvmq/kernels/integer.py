@@ -1,0 +1,147 @@
+"""Integer LUT kernels for int8 activations: int8 level tables, int32 accumulation.
+
+With activations quantized (``x = s_x * (q - z_x)``), each weight group's levels are snapped
+to an int8 grid ``level = w_scale[g] * T[g, k]`` (:func:`int_level_table`), so
+
+    y[o] = s_x * w_scale[g(o)] * sum (q - z_x) * T[g(o), code]
+
+is an integer multiply-accumulate (int32, exact) followed by one float multiply per output
+(``out_scale[o] = s_x * w_scale[g(o)]`` precomputed in float32), the epilogue a Cortex-M4F
+runs; a fixed-point requantize replaces it for FPU-less cores (deployment issue). Only
+per-tensor and per-channel codebooks qualify: a group scale that varies along the
+reduction cannot be factored out of the sum.
+
+int8 tables keep the sum in int32 for any reduction below 66,000 (``255 * 127 * K``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .conv import lut_conv_reference
+from .decode import LutWeight
+
+TABLE_MAX = 127
+
+
+def int_level_table(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(T, w_scale)``: int8 ``T[G, K]`` and float32 ``w_scale[G]`` with levels ~ T * scale."""
+    lv = np.asarray(levels, dtype=np.float32)
+    amax = np.abs(lv).max(axis=1)
+    scale = np.where(amax > 0, amax / TABLE_MAX, 1.0).astype(np.float32)
+    table = np.clip(np.round(lv / scale[:, None]), -TABLE_MAX, TABLE_MAX).astype(np.int8)
+    return table, scale
+
+
+def snap_levels(levels: np.ndarray) -> np.ndarray:
+    """Levels rounded to their int8 grid (what an integer kernel effectively multiplies by)."""
+    table, scale = int_level_table(levels)
+    return table.astype(np.float32) * scale[:, None]
+
+
+def out_scales(spec: LutWeight, w_scale: np.ndarray, x_scale: float, out_channels: int):
+    """float32 ``out_scale[o] = x_scale * w_scale[g(o)]`` for per-tensor/per-channel specs."""
+    ws = np.asarray(w_scale, np.float32)
+    per_o = ws if spec.axis is not None else np.full(out_channels, ws[0], np.float32)
+    return (np.float32(x_scale) * per_o).astype(np.float32)
+
+
+def supports_integer(spec: LutWeight) -> bool:
+    """Whether the integer kernels can run this weight (no per-group codebooks)."""
+    return spec.group_size is None
+
+
+def _int_value(spec: LutWeight, packed, table, idx):
+    return table[spec.group_of(idx), spec.code_expr(packed, idx)].astype("int32")
+
+
+def lut_matmul_int_compute(q, packed, table, oscale, spec: LutWeight, *, x_zero: int, transposed):
+    """TE: ``y[..., n] = oscale[n] * sum_k (q[..., k] - x_zero) * T[g, code(k, n)]``."""
+    from tvm import te
+
+    n_out = spec.shape[0] if transposed else spec.shape[1]
+    k_dim = spec.shape[1] if transposed else spec.shape[0]
+    k = te.reduce_axis((0, k_dim), name="k")
+
+    def acc(*idx):
+        *lead, n = idx
+        widx = (n, k) if transposed else (k, n)
+        return te.sum(
+            (q[(*lead, k)].astype("int32") - x_zero) * _int_value(spec, packed, table, widx),
+            axis=k,
+        )
+
+    a = te.compute((*q.shape[:-1], n_out), acc, name="lut_matmul_acc")
+    return te.compute(
+        a.shape, lambda *i: a(*i).astype("float32") * oscale[i[-1]], name="lut_matmul_int"
+    )
+
+
+def lut_conv_int_compute(
+    q, packed, table, oscale, spec: LutWeight, *, x_zero: int, strides, padding, dilation,
+    groups: int, data_layout: str, kernel_layout: str,
+):  # fmt: skip
+    """TE: integer convolution; padding uses ``x_zero`` so padded terms vanish."""
+    from tvm import te, topi
+
+    sp = [c for c in data_layout if c not in "NC"]
+    nd = len(sp)
+    before, after = [0] * len(data_layout), [0] * len(data_layout)
+    for d, letter in enumerate(sp):
+        before[data_layout.index(letter)] = int(padding[d])
+        after[data_layout.index(letter)] = int(padding[nd + d])
+    qp = q
+    if any(before + after):
+        qp = topi.nn.pad(q, before, after, pad_value=x_zero, name="pad")
+    kdim = {c: spec.shape[kernel_layout.index(c)] for c in kernel_layout}
+    out_ch, in_pg = kdim["O"], kdim["I"]
+    out_pg = out_ch // groups
+    rc = te.reduce_axis((0, in_pg), name="rc")
+    rk = [te.reduce_axis((0, kdim[c]), name=f"r{c.lower()}") for c in sp]
+    shape = []
+    for c in data_layout:
+        if c == "N":
+            shape.append(q.shape[data_layout.index("N")])
+        elif c == "C":
+            shape.append(out_ch)
+        else:
+            d = sp.index(c)
+            eff = (kdim[c] - 1) * int(dilation[d]) + 1
+            shape.append((int(qp.shape[data_layout.index(c)]) - eff) // int(strides[d]) + 1)
+    c_pos = data_layout.index("C")
+
+    def acc(*o):
+        oc = o[c_pos]
+        xin = {"N": o[data_layout.index("N")], "C": (oc // out_pg) * in_pg + rc}
+        win = {"O": oc, "I": rc}
+        for d, c in enumerate(sp):
+            xin[c] = o[data_layout.index(c)] * int(strides[d]) + rk[d] * int(dilation[d])
+            win[c] = rk[d]
+        wv = _int_value(spec, packed, table, tuple(win[c] for c in kernel_layout))
+        xv = qp[tuple(xin[c] for c in data_layout)].astype("int32") - x_zero
+        return te.sum(xv * wv, axis=[rc, *rk])
+
+    a = te.compute(tuple(shape), acc, name="lut_conv_acc")
+    return te.compute(
+        a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name="lut_conv_int"
+    )
+
+
+def lut_int_reference(
+    q: np.ndarray, weight_table: np.ndarray, oscale: np.ndarray, *, x_zero: int, conv=None,
+    transposed: bool = False, channel_axis: int = -1,
+) -> np.ndarray:  # fmt: skip
+    """numpy: exact int64 accumulation of ``(q - x_zero) * weight_table`` then the float32
+    epilogue. ``weight_table`` is the decoded integer weight (``T[g, code]`` per element);
+    ``conv`` holds the convolution keywords of :func:`lut_conv_reference`, else matmul."""
+    xq = q.astype(np.float64) - x_zero
+    wt = weight_table.astype(np.float64)
+    if conv is None:
+        acc = xq @ (wt.T if transposed else wt)
+    else:
+        acc = lut_conv_reference(xq, wt, **conv, dtype=np.float64)
+    acc = np.rint(acc).astype(np.int64)
+    assert np.abs(acc).max(initial=0) < 2**31, "int32 accumulator overflow"
+    shape = [1] * acc.ndim
+    shape[channel_axis] = -1
+    return acc.astype(np.float32) * np.asarray(oscale, np.float32).reshape(shape)
