@@ -138,9 +138,70 @@ class _Annotator(PyExprMutator):
         return relax.Call(new.op, [x, *new.args[1:]], new.attrs)
 
 
+def annotate_quant(
+    mod: tvm.IRModule, config: QuantConfig | str | dict = "w4-kmeans"
+) -> tuple[tvm.IRModule, list[LayerReport]]:
+    """Annotate weights (and activations) as the module doc says; the work of
+    :class:`AnnotateQuant`. Returns the module and the per-layer report."""
+    config = get_config(config)
+    report: list[LayerReport] = []
+    out = mod
+    for gv, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        replacements, act_bits = {}, {}
+        act = config.activation
+        sites = find_weight_sites(func)
+        for i, site in enumerate(sites):
+            entry = dict(name=site.name, kind=site.kind, shape=site.shape)
+            if site.const is None:
+                report.append(
+                    LayerReport(
+                        **entry, scheme=None, bits=None, sqnr_db=None, float_bytes=0,
+                        quant_bytes=0, note="weight is not a constant: left in float",
+                    )
+                )  # fmt: skip
+                continue
+            w = site.const.value.numpy()
+            scheme = config.for_layer(site.name, i, len(sites), site.axis)
+            if scheme is None or w.dtype != np.float32:
+                note = "skipped by config" if scheme is None else f"{w.dtype} weight"
+                report.append(
+                    LayerReport(
+                        **entry, scheme=None, bits=None, sqnr_db=None,
+                        float_bytes=w.nbytes, quant_bytes=w.nbytes, note=note,
+                    )
+                )  # fmt: skip
+                continue
+            cb = scheme.fit(w)
+            packed, levels, spec = lut_decode_constants(cb, w)
+            if act is not None:
+                act_bits[site.call] = act.bits
+                if spec.group_size is None:
+                    levels = relax.const(snap_levels(levels.value.numpy()), "float32")
+            replacements[site.const] = lut_decode(packed, levels, spec)
+            w_hat = lut_decode_reference(packed.value.numpy(), levels.value.numpy(), spec)
+            report.append(
+                LayerReport(
+                    **entry,
+                    scheme=scheme.name,
+                    bits=scheme.bits,
+                    sqnr_db=sqnr_db(w, w_hat),
+                    float_bytes=w.nbytes,
+                    quant_bytes=int(packed.value.numpy().nbytes + levels.value.numpy().nbytes),
+                )
+            )
+        if replacements:
+            annotator = _Annotator(out, replacements, act_bits)
+            new_func = annotator.visit_expr(func)
+            annotator.builder_.update_func(gv, new_func)
+            out = annotator.builder_.get()
+    return out, report
+
+
 @tvm.transform.module_pass(opt_level=0, name="AnnotateQuant")
 class AnnotateQuant:
-    """Annotate constant conv / dense weights with ``quant.lut_decode`` (see module doc).
+    """The pass form of :func:`annotate_quant`; the per-layer report ends up in ``.report``.
 
     Parameters
     ----------
@@ -153,56 +214,5 @@ class AnnotateQuant:
         self.report: list[LayerReport] = []
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        self.report = []
-        out = mod
-        for gv, func in mod.functions_items():
-            if not isinstance(func, relax.Function):
-                continue
-            replacements, act_bits = {}, {}
-            act = self.config.activation
-            sites = find_weight_sites(func)
-            for i, site in enumerate(sites):
-                entry = dict(name=site.name, kind=site.kind, shape=site.shape)
-                if site.const is None:
-                    self.report.append(
-                        LayerReport(
-                            **entry, scheme=None, bits=None, sqnr_db=None, float_bytes=0,
-                            quant_bytes=0, note="weight is not a constant: left in float",
-                        )
-                    )  # fmt: skip
-                    continue
-                w = site.const.value.numpy()
-                scheme = self.config.for_layer(site.name, i, len(sites), site.axis)
-                if scheme is None or w.dtype != np.float32:
-                    note = "skipped by config" if scheme is None else f"{w.dtype} weight"
-                    self.report.append(
-                        LayerReport(
-                            **entry, scheme=None, bits=None, sqnr_db=None,
-                            float_bytes=w.nbytes, quant_bytes=w.nbytes, note=note,
-                        )
-                    )  # fmt: skip
-                    continue
-                cb = scheme.fit(w)
-                packed, levels, spec = lut_decode_constants(cb, w)
-                if act is not None:
-                    act_bits[site.call] = act.bits
-                    if spec.group_size is None:
-                        levels = relax.const(snap_levels(levels.value.numpy()), "float32")
-                replacements[site.const] = lut_decode(packed, levels, spec)
-                w_hat = lut_decode_reference(packed.value.numpy(), levels.value.numpy(), spec)
-                self.report.append(
-                    LayerReport(
-                        **entry,
-                        scheme=scheme.name,
-                        bits=scheme.bits,
-                        sqnr_db=sqnr_db(w, w_hat),
-                        float_bytes=w.nbytes,
-                        quant_bytes=int(packed.value.numpy().nbytes + levels.value.numpy().nbytes),
-                    )
-                )
-            if replacements:
-                annotator = _Annotator(out, replacements, act_bits)
-                new_func = annotator.visit_expr(func)
-                annotator.builder_.update_func(gv, new_func)
-                out = annotator.builder_.get()
+        out, self.report = annotate_quant(mod, self.config)
         return out

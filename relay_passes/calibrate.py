@@ -136,12 +136,15 @@ def _batches(data) -> Iterable[tuple[np.ndarray, ...]]:
         yield tuple(item) if isinstance(item, list | tuple) else (item,)
 
 
-@tvm.transform.module_pass(opt_level=0, name="Calibrate")
-class Calibrate:
-    """Set activation ranges from calibration batches.
+def calibrate(
+    mod: tvm.IRModule, data, config: ActivationConfig | None = None, *, seed: int = 0
+) -> tuple[tvm.IRModule, list[tuple[float, int]]]:
+    """Set activation ranges from calibration batches (the work of :class:`Calibrate`).
 
     Parameters
     ----------
+    mod : tvm.IRModule
+        Annotated by :class:`AnnotateQuant` with activation quantization.
     data : iterable
         Calibration inputs: each item is one input array (single-input models) or a tuple
         of arrays, shaped exactly as ``main``'s parameters.
@@ -149,55 +152,75 @@ class Calibrate:
         Method and percentile (``bits`` come from each ``quant.quantize``).
     seed : int
         Seed of the value sampling (results are deterministic for a seed).
+
+    Returns
+    -------
+    (tvm.IRModule, list of (scale, zero_point))
+        The module with ranges set, and the ranges in site order.
+
+    Raises
+    ------
+    DataError
+        Empty data, wrong shapes, NaN/inf.
+    """
+    config = config or ActivationConfig()
+    sites, bound = _quantize_sites(mod["main"])
+    if not sites:
+        return mod, []
+    smod, n_taps = stats_module(mod)
+    if n_taps != len(sites):
+        raise DataError(
+            f"{len(sites) - n_taps} quant.quantize site(s) are not followed by their "
+            "quant.dequantize; Calibrate handles the pairs AnnotateQuant writes"
+        )
+    params = mod["main"].params
+    rng = np.random.default_rng(seed)
+    stats = [_Stats(rng) for _ in sites]
+    vm = None
+    count = 0
+    for inputs in _batches(data):
+        if len(inputs) != len(params):
+            raise DataError(f"calibration item has {len(inputs)} arrays, model takes {len(params)}")
+        args = []
+        for p, x in zip(params, inputs):
+            x = np.asarray(x, dtype=str(p.ty.dtype))
+            want = tuple(int(s) for s in p.ty.shape)
+            if x.shape != want:
+                raise DataError(
+                    f"calibration input for {p.name!r} has shape {x.shape}, expected {want}"
+                )
+            if not np.all(np.isfinite(x)):
+                raise DataError("calibration data holds NaN/inf")
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
+        if vm is None:
+            target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+            vm = relax.VirtualMachine(tvm.compile(smod, target=target), tvm.cpu())
+        outs = vm["main"](*args)
+        for i, s in enumerate(stats):
+            s.add(outs[i + 1].numpy())
+        count += 1
+    if count == 0:
+        raise DataError("calibration data is empty")
+    ranges = [s.params(act_params(c)[2], config) for s, c in zip(stats, sites)]
+    rewriter = _SetRanges(mod, dict(zip(sites, ranges)), bound)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get(), ranges
+
+
+@tvm.transform.module_pass(opt_level=0, name="Calibrate")
+class Calibrate:
+    """The pass form of :func:`calibrate`; the chosen ranges end up in ``.ranges``.
+
+    Errors raised inside a TVM pass reach the caller as ``RuntimeError`` (TVM's FFI does
+    not keep Python exception types); call :func:`calibrate` to get :class:`DataError`.
     """
 
     def __init__(self, data, config: ActivationConfig | None = None, *, seed: int = 0):
-        self.data = data
-        self.config = config or ActivationConfig()
-        self.seed = seed
+        self.data, self.config, self.seed = data, config, seed
         self.ranges: list[tuple[float, int]] = []
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        sites, bound = _quantize_sites(mod["main"])
-        if not sites:
-            return mod
-        smod, n_taps = stats_module(mod)
-        if n_taps != len(sites):
-            raise DataError(
-                f"{len(sites) - n_taps} quant.quantize site(s) are not followed by their "
-                "quant.dequantize; Calibrate handles the pairs AnnotateQuant writes"
-            )
-        exe = tvm.compile(smod, target=tvm.target.Target({"kind": "llvm", "num-cores": 1}))
-        vm = relax.VirtualMachine(exe, tvm.cpu())
-        params = mod["main"].params
-        rng = np.random.default_rng(self.seed)
-        stats = [_Stats(rng) for _ in sites]
-        count = 0
-        for inputs in _batches(self.data):
-            if len(inputs) != len(params):
-                raise DataError(
-                    f"calibration item has {len(inputs)} arrays, model takes {len(params)}"
-                )
-            args = []
-            for p, x in zip(params, inputs):
-                x = np.asarray(x, dtype=str(p.ty.dtype))
-                want = tuple(int(s) for s in p.ty.shape)
-                if x.shape != want:
-                    raise DataError(
-                        f"calibration input for {p.name!r} has shape {x.shape}, expected {want}"
-                    )
-                if not np.all(np.isfinite(x)):
-                    raise DataError("calibration data holds NaN/inf")
-                args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
-            outs = vm["main"](*args)
-            for i, s in enumerate(stats):
-                s.add(outs[i + 1].numpy())
-            count += 1
-        if count == 0:
-            raise DataError("calibration data is empty")
-        self.ranges = [s.params(act_params(c)[2], self.config) for s, c in zip(stats, sites)]
-        rewriter = _SetRanges(mod, dict(zip(sites, self.ranges)), bound)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        out, self.ranges = calibrate(mod, self.data, self.config, seed=self.seed)
+        return out

@@ -27,12 +27,12 @@ def encode(w, scheme, bits, axis, group_size=None):
     return packed.value.numpy(), levels.value.numpy(), spec, cb
 
 
-def build_and_run(make, arrays, out_shape):
+def build_and_run(make, arrays, out_shape, dtype="float32"):
     ph = [te.placeholder(a.shape, str(a.dtype), f"in{i}") for i, a in enumerate(arrays)]
     out = make(*ph)
     assert tuple(int(s) for s in out.shape) == tuple(out_shape)
     lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([*ph, out])}), target=TARGET)
-    res = tvm.runtime.tensor(np.zeros(out_shape, np.float32))
+    res = tvm.runtime.tensor(np.zeros(out_shape, dtype))
     lib["main"](*[tvm.runtime.tensor(a) for a in arrays], res)
     return res.numpy()
 

@@ -156,7 +156,7 @@ def quantize(
     """
     import tvm
 
-    from relay_passes import AnnotateQuant, Calibrate
+    from relay_passes import annotate_quant, calibrate
 
     from .frontend.load import load_model
 
@@ -174,10 +174,7 @@ def quantize(
     mod = model if isinstance(model, tvm.IRModule) else load_model(model)
     if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
         raise TvmqError("the module has no 'main' function")
-    annotate = AnnotateQuant(cfg)
-    annotated = annotate(mod)
+    annotated, report = annotate_quant(mod, cfg)
     if cfg.activation is not None:
-        annotated = Calibrate(calib, cfg.activation)(annotated)
-    return QuantizedModel(
-        float_module=mod, annotated=annotated, config=cfg, layers=list(annotate.report)
-    )
+        annotated, _ = calibrate(annotated, calib, cfg.activation)
+    return QuantizedModel(float_module=mod, annotated=annotated, config=cfg, layers=report)
