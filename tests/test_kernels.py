@@ -27,11 +27,18 @@ def encode(w, scheme, bits, axis, group_size=None):
     return packed.value.numpy(), levels.value.numpy(), spec, cb
 
 
-def build_and_run(make, arrays, out_shape, dtype="float32"):
+def build_and_run(make, arrays, out_shape, dtype="float32", target=TARGET, tmp_path=None):
+    """Build the TE kernel ``make(*placeholders)`` and run it on ``arrays``. With the C
+    target the generated source is compiled by gcc (``export_library``) and loaded."""
     ph = [te.placeholder(a.shape, str(a.dtype), f"in{i}") for i, a in enumerate(arrays)]
     out = make(*ph)
     assert tuple(int(s) for s in out.shape) == tuple(out_shape)
-    lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([*ph, out])}), target=TARGET)
+    lib = tvm.compile(tvm.IRModule({"main": te.create_prim_func([*ph, out])}), target=target)
+    if tmp_path is not None:
+        # a fresh name each time: dlopen hands back an already loaded library by path
+        path = str(tmp_path / f"kernel{len(list(tmp_path.iterdir()))}.so")
+        lib.export_library(path)
+        lib = tvm.runtime.load_module(path)
     res = tvm.runtime.tensor(np.zeros(out_shape, dtype))
     lib["main"](*[tvm.runtime.tensor(a) for a in arrays], res)
     return res.numpy()

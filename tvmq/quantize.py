@@ -86,9 +86,20 @@ class QuantizedModel:
 
         return SimulateQuant()(self.annotated)
 
+    def fused(self):
+        """The LUT module after legalization and fusion (bias, ReLU and the next layer's
+        quantize fused into the LUT kernels): what code generation starts from."""
+        import tvm
+
+        from .pipeline import fusion_passes
+
+        return tvm.transform.Sequential(fusion_passes())(self.legalized())
+
     def _vm(self, kind: str, target):
         import tvm
         from tvm import relax
+
+        from .pipeline import lut_pipeline
 
         key = (kind, str(target))
         if key not in self._vms:
@@ -97,7 +108,10 @@ class QuantizedModel:
                 "sim": self.simulated,
                 "float": lambda: self.float_module,
             }[kind]()
-            exe = tvm.compile(mod, target=target)
+            # Float and fake-quant modules take TVM's default pipeline; the LUT module must
+            # not constant-fold (see tvmq.pipeline).
+            pipeline = lut_pipeline(target) if kind == "lut" else "default"
+            exe = tvm.compile(mod, target=target, relax_pipeline=pipeline)
             self._vms[key] = relax.VirtualMachine(exe, tvm.cpu())
         return self._vms[key]
 

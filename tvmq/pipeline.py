@@ -1,0 +1,43 @@
+"""The Relax build pipeline tvmq uses: TVM's CPU pipeline without ``FoldConstant``.
+
+TVM's default CPU pipeline runs ``FoldConstant`` right after ``LegalizeOps``. A
+``quant.lut_decode`` that no LUT kernel absorbed legalizes to a ``call_tir`` whose
+arguments are all constants, and ``FoldConstant`` would evaluate it at build time, storing
+the float weight again. This pipeline keeps everything else (legalization, TIR op
+patterns, fusion of bias / ReLU / next-layer quantize into the LUT kernels, memory
+planning) and drops that one pass.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+
+def fusion_passes() -> list:
+    """Legalize, annotate op patterns, fuse: the IR a deployment generates code from."""
+    return [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ]
+
+
+def lut_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """The full Relax pipeline for ``target`` (a CPU target), without ``FoldConstant``."""
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmqLutPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu.library_dispatch_passes(target)
+                + fusion_passes()
+                + cpu.dataflow_lower_passes(target)
+                + cpu.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline
