@@ -12,15 +12,21 @@ channel, the integer kernels of :mod:`tvmq.kernels.integer` are used instead: th
 int8 codes ``q`` and an int8 level table, accumulate in int32 and scale once per output.
 Otherwise the float-LUT kernels run on the dequantized input.
 
+With ``requantize="fixed"`` an integer layer whose result only flows through a bias
+``add``, an optional ReLU (``relu`` or ``clip(0, 6)``) and the next layer's
+``quant.quantize`` becomes one kernel emitting int8 codes with integer-only arithmetic
+(:mod:`tvmq.kernels.requantize`); the float epilogue is otherwise fused by TVM's FuseOps.
+
 A ``lut_decode`` with any other consumer is left alone; ``LegalizeOps`` later gives it the
 fallback (materializing) legalization, so the module still runs, just not compressed.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax import PyExprMutator, expr_functor
+from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
 
 from tvmq.kernels import (
     int_level_table,
@@ -29,17 +35,100 @@ from tvmq.kernels import (
     lut_matmul_compute,
     lut_matmul_int_compute,
     out_scales,
+    qrange,
+    quantize_multiplier,
     supports_integer,
 )
-from tvmq.ops import DEQUANTIZE_OP, is_lut_decode, is_op, prim_float, prim_int, spec_of
+from tvmq.ops import (
+    DEQUANTIZE_OP,
+    QUANTIZE_OP,
+    act_params,
+    is_lut_decode,
+    is_op,
+    prim_float,
+    prim_int,
+    spec_of,
+)
+
+_LAYERS = ("relax.nn.conv2d", "relax.nn.conv1d", "relax.matmul")
 
 
 def _op_name(call) -> str:
     return call.op.name if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) else ""
 
 
+def _requant_chains(func: relax.Function) -> tuple[dict, set]:
+    """``{quantize call: (layer call, bias array or None, act)}`` and the vars they absorb.
+
+    A chain is ``layer -> [add(., const)] -> [relu | clip(., 0, 6)] -> quant.quantize``
+    where every intermediate value has a single use.
+    """
+    bound, uses = {}, {}
+
+    @expr_functor.visitor
+    class _Scan(PyExprVisitor):
+        def visit_var_binding_(self, binding):
+            bound[binding.var] = binding.value
+            super().visit_var_binding_(binding)
+
+        def visit_var_(self, var):
+            uses[var] = uses.get(var, 0) + 1
+
+        def visit_dataflow_var_(self, var):
+            uses[var] = uses.get(var, 0) + 1
+
+    _Scan().visit_expr(func)
+    chains, absorbed = {}, set()
+    for value in bound.values():
+        if not is_op(value, QUANTIZE_OP):
+            continue
+        var, act, bias, chain = value.args[0], None, None, []
+        src = bound.get(var)
+        if _op_name(src) == "relax.nn.relu" or _is_relu6(src):
+            act = "relu" if _op_name(src) == "relax.nn.relu" else "relu6"
+            chain.append(var)
+            var = src.args[0]
+            src = bound.get(var)
+        if _op_name(src) == "relax.add":
+            a, b = src.args
+            const, other = (b, a) if isinstance(b, tvm.ir.GenericConst) else (a, b)
+            if isinstance(const, tvm.ir.GenericConst):
+                bias = const.value.numpy()
+                chain.append(var)
+                var, src = other, bound.get(other)
+        if _op_name(src) in _LAYERS and isinstance(var, relax.Var):
+            chain.append(var)
+            if all(uses.get(v, 0) == 1 for v in chain):
+                chains[value] = (src, bias, act)
+                absorbed.update(chain)
+    return chains, absorbed
+
+
+def _is_relu6(call) -> bool:
+    if _op_name(call) != "relax.clip":
+        return False
+    lo, hi = (float(getattr(a.value, "value", a.value)) for a in call.args[1:3])
+    return lo == 0.0 and hi == 6.0
+
+
 @expr_functor.mutator
 class _Legalizer(PyExprMutator):
+    def __init__(self, mod, fixed: bool = False):
+        super().__init__(mod)
+        self.fixed = fixed
+        self.chains: dict = {}
+        self.absorbed: set = set()
+
+    def visit_var_binding_(self, binding):
+        if binding.var in self.absorbed:
+            return  # folded into the requantizing kernel emitted at the quantize binding
+        chain = self.chains.get(binding.value)
+        if chain is not None:
+            fused = self._requantized(binding.value, *chain)
+            if fused is not None:
+                return super().visit_var_binding_(relax.VarBinding(binding.var, fused))
+        return super().visit_var_binding_(binding)
+
     def _decode_of(self, expr):
         """The ``lut_decode`` call ``expr`` is bound to, or None."""
         if isinstance(expr, relax.Var):
@@ -85,6 +174,90 @@ class _Legalizer(PyExprMutator):
                     primfunc_name_hint="lut_matmul",
                 )
         return call
+
+    def _layer_parts(self, call):
+        """``(x, decode, spec, transposed, conv keywords or None, out channels)`` of a
+        visited conv / matmul call whose weight is a ``lut_decode``, else None."""
+        if _op_name(call) == "relax.matmul":
+            decode, transposed = self._decode_of(call.args[1]), False
+            if decode is None and isinstance(call.args[1], relax.Var):
+                src = self.lookup_binding(call.args[1])
+                if _op_name(src) == "relax.permute_dims" and _is_2d_transpose(src):
+                    decode, transposed = self._decode_of(src.args[0]), True
+            if decode is None:
+                return None
+            spec = spec_of(decode)
+            return call.args[0], decode, spec, transposed, None, spec.shape[0 if transposed else 1]
+        decode = self._decode_of(call.args[1])
+        if decode is None:
+            return None
+        a = call.attrs
+        if str(a.out_layout) not in ("", str(a.data_layout)):
+            return None
+        kw = dict(
+            strides=[int(s) for s in a.strides],
+            padding=[int(p) for p in a.padding],
+            dilation=[int(d) for d in a.dilation],
+            groups=int(a.groups),
+            data_layout=str(a.data_layout),
+            kernel_layout=str(a.kernel_layout),
+        )
+        spec = spec_of(decode)
+        return call.args[0], decode, spec, False, kw, spec.shape[kw["kernel_layout"].index("O")]
+
+    def _requantized(self, quant, layer, bias, act):
+        """The integer-only kernel call replacing ``quant(act(layer + bias))``, or None."""
+        new_layer = relax.Call(layer.op, [self.visit_expr(a) for a in layer.args], layer.attrs)
+        parts = self._layer_parts(new_layer)
+        if parts is None:
+            return None
+        x, decode, spec, transposed, kw, out_ch = parts
+        integer = self._integer_args(x, decode, spec, out_ch)
+        if integer is None:
+            return None
+        q, table, _, x_zero = integer
+        x_scale = prim_float(self.lookup_binding(x).args[1])
+        w_scale = int_level_table(decode.args[1].value.numpy())[1]
+        w_scale = w_scale if spec.axis is not None else np.full(out_ch, w_scale[0], np.float32)
+        acc_scale = np.float64(x_scale) * w_scale.astype(np.float64)
+        out_ndim = len(layer.ty.shape)
+        c_pos = out_ndim - 1 if kw is None else kw["data_layout"].index("C")
+        bias_vec = np.zeros(out_ch)
+        if bias is not None:
+            axis_in_bias = c_pos - (out_ndim - bias.ndim)
+            if bias.size != out_ch or (bias.ndim and bias.shape[axis_in_bias] != out_ch):
+                return None  # not a per-channel bias
+            bias_vec = bias.reshape(-1).astype(np.float64)
+        s_out, z_out, bits = act_params(quant)
+        lo, hi = qrange(bits)
+        if act is not None:
+            lo = max(lo, z_out)
+        if act == "relu6":
+            hi = min(hi, z_out + int(np.floor(6.0 / s_out + 0.5)))
+        bias_q = np.round(bias_vec / acc_scale).astype(np.int32)
+        mult, shift = quantize_multiplier(acc_scale / s_out)
+        consts = [
+            relax.const(bias_q, "int32"),
+            relax.const(mult.astype(np.int32), "int32"),
+            relax.const(shift.astype(np.int32), "int32"),
+        ]
+        req = (z_out, lo, hi)
+        if kw is None:
+            return self.builder_.call_te(
+                lambda a, p, t, b, m, s: lut_matmul_int_compute(
+                    a, p, t, None, spec, x_zero=x_zero, transposed=transposed,
+                    requant=(b, m, s, *req),
+                ),
+                q, decode.args[0], table, *consts,
+                primfunc_name_hint="lut_matmul_int_requant",
+            )  # fmt: skip
+        return self.builder_.call_te(
+            lambda a, p, t, b, m, s: lut_conv_int_compute(
+                a, p, t, None, spec, x_zero=x_zero, requant=(b, m, s, *req), **kw
+            ),
+            q, decode.args[0], table, *consts,
+            primfunc_name_hint="lut_conv_int_requant",
+        )  # fmt: skip
 
     def _integer_args(self, x, decode, spec, out_channels):
         """``(q, table, out_scale, zero)`` when the integer kernel applies, else None."""
@@ -136,11 +309,23 @@ def _is_2d_transpose(call) -> bool:
 
 @tvm.transform.module_pass(opt_level=0, name="LegalizeLUT")
 class LegalizeLUT:
-    """Rewrite annotated conv / matmul into LUT kernels that read packed codes."""
+    """Rewrite annotated conv / matmul into LUT kernels that read packed codes.
+
+    Parameters
+    ----------
+    requantize : {"float", "fixed"}
+        Integer-kernel epilogue (see the module doc and
+        :class:`tvmq.config.ActivationConfig`).
+    """
+
+    def __init__(self, requantize: str = "float"):
+        self.requantize = requantize
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        legalizer = _Legalizer(mod)
+        legalizer = _Legalizer(mod, fixed=self.requantize == "fixed")
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
+                if legalizer.fixed:
+                    legalizer.chains, legalizer.absorbed = _requant_chains(func)
                 legalizer.builder_.update_func(gv, legalizer.visit_expr(func))
         return relax.transform.DeadCodeElimination()(legalizer.builder_.get())

@@ -39,11 +39,18 @@ class ActivationConfig:
         How :class:`relay_passes.Calibrate` sets the range from calibration data.
     percentile : float
         Upper percentile for ``method="percentile"`` (the lower one is ``100 - p``).
+    requantize : {"float", "fixed"}
+        Epilogue of the integer kernels: ``"float"`` scales the int32 sum by a float32 per
+        channel (matches fake-quant simulation to 1e-5; for cores with an FPU);
+        ``"fixed"`` folds bias, ReLU/ReLU6 and the next layer's quantize into an
+        integer-only multiplier/shift (within one output code of the simulation; for
+        FPU-less cores such as Cortex-M3).
     """
 
     bits: int = 8
     method: str = "mse"
     percentile: float = 99.99
+    requantize: str = "float"
 
     def __post_init__(self) -> None:
         from .packing import check_bits
@@ -53,6 +60,8 @@ class ActivationConfig:
             raise ConfigError(
                 f"activation method must be one of {_ACT_METHODS}, got {self.method!r}"
             )
+        if self.requantize not in ("float", "fixed"):
+            raise ConfigError(f"requantize must be 'float' or 'fixed', got {self.requantize!r}")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
 

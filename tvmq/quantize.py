@@ -78,7 +78,8 @@ class QuantizedModel:
         """The module with LUT kernels (:class:`relay_passes.LegalizeLUT`)."""
         from relay_passes import LegalizeLUT
 
-        return LegalizeLUT()(self.annotated)
+        act = self.config.activation
+        return LegalizeLUT(act.requantize if act is not None else "float")(self.annotated)
 
     def simulated(self):
         """The fake-quant module (:class:`relay_passes.SimulateQuant`)."""

@@ -26,6 +26,7 @@ from .integer import (
     supports_integer,
 )
 from .matmul import lut_matmul_compute, lut_matmul_reference
+from .requantize import quantize_multiplier, requantize_reference
 
 __all__ = [
     "LutWeight",
@@ -44,7 +45,9 @@ __all__ = [
     "out_scales",
     "qrange",
     "quantize_compute",
+    "quantize_multiplier",
     "quantize_reference",
+    "requantize_reference",
     "snap_levels",
     "supports_integer",
 ]

@@ -20,6 +20,7 @@ import numpy as np
 
 from .conv import lut_conv_reference
 from .decode import LutWeight
+from .requantize import requantize_expr
 
 TABLE_MAX = 127
 
@@ -55,8 +56,26 @@ def _int_value(spec: LutWeight, packed, table, idx):
     return table[spec.group_of(idx), spec.code_expr(packed, idx)].astype("int32")
 
 
-def lut_matmul_int_compute(q, packed, table, oscale, spec: LutWeight, *, x_zero: int, transposed):
-    """TE: ``y[..., n] = oscale[n] * sum_k (q[..., k] - x_zero) * T[g, code(k, n)]``."""
+def _epilogue(a, oscale, requant, c_pos: int, name: str):
+    """float32 ``acc * oscale[o]``, or int8 fixed-point requantize when ``requant`` =
+    ``(bias_q, mult, shift, out_zero, lo, hi)`` (see :mod:`tvmq.kernels.requantize`)."""
+    from tvm import te
+
+    if requant is None:
+        return te.compute(a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name=name)
+    bias_q, mult, shift, out_zero, lo, hi = requant
+    return te.compute(
+        a.shape,
+        lambda *i: requantize_expr(a(*i), i[c_pos], bias_q, mult, shift, out_zero, lo, hi),
+        name=name + "_requant",
+    )
+
+
+def lut_matmul_int_compute(
+    q, packed, table, oscale, spec: LutWeight, *, x_zero: int, transposed, requant=None
+):
+    """TE: ``y[..., n] = oscale[n] * sum_k (q[..., k] - x_zero) * T[g, code(k, n)]``, or
+    with ``requant`` the int8 codes of the requantized sum (``oscale`` unused)."""
     from tvm import te
 
     n_out = spec.shape[0] if transposed else spec.shape[1]
@@ -72,16 +91,15 @@ def lut_matmul_int_compute(q, packed, table, oscale, spec: LutWeight, *, x_zero:
         )
 
     a = te.compute((*q.shape[:-1], n_out), acc, name="lut_matmul_acc")
-    return te.compute(
-        a.shape, lambda *i: a(*i).astype("float32") * oscale[i[-1]], name="lut_matmul_int"
-    )
+    return _epilogue(a, oscale, requant, len(a.shape) - 1, "lut_matmul_int")
 
 
 def lut_conv_int_compute(
     q, packed, table, oscale, spec: LutWeight, *, x_zero: int, strides, padding, dilation,
-    groups: int, data_layout: str, kernel_layout: str,
+    groups: int, data_layout: str, kernel_layout: str, requant=None,
 ):  # fmt: skip
-    """TE: integer convolution; padding uses ``x_zero`` so padded terms vanish."""
+    """TE: integer convolution; padding uses ``x_zero`` so padded terms vanish. With
+    ``requant`` the output is int8 codes (see :func:`lut_matmul_int_compute`)."""
     from tvm import te, topi
 
     sp = [c for c in data_layout if c not in "NC"]
@@ -122,9 +140,7 @@ def lut_conv_int_compute(
         return te.sum(xv * wv, axis=[rc, *rk])
 
     a = te.compute(tuple(shape), acc, name="lut_conv_acc")
-    return te.compute(
-        a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name="lut_conv_int"
-    )
+    return _epilogue(a, oscale, requant, c_pos, "lut_conv_int")
 
 
 def lut_int_reference(
@@ -132,8 +148,9 @@ def lut_int_reference(
     transposed: bool = False, channel_axis: int = -1,
 ) -> np.ndarray:  # fmt: skip
     """numpy: exact int64 accumulation of ``(q - x_zero) * weight_table`` then the float32
-    epilogue. ``weight_table`` is the decoded integer weight (``T[g, code]`` per element);
-    ``conv`` holds the convolution keywords of :func:`lut_conv_reference`, else matmul."""
+    epilogue (with ``oscale=None`` the int64 accumulators). ``weight_table`` is the decoded
+    integer weight (``T[g, code]`` per element); ``conv`` holds the convolution keywords of
+    :func:`lut_conv_reference`, else matmul."""
     xq = q.astype(np.float64) - x_zero
     wt = weight_table.astype(np.float64)
     if conv is None:
@@ -142,6 +159,8 @@ def lut_int_reference(
         acc = lut_conv_reference(xq, wt, **conv, dtype=np.float64)
     acc = np.rint(acc).astype(np.int64)
     assert np.abs(acc).max(initial=0) < 2**31, "int32 accumulator overflow"
+    if oscale is None:
+        return acc
     shape = [1] * acc.ndim
     shape[channel_axis] = -1
     return acc.astype(np.float32) * np.asarray(oscale, np.float32).reshape(shape)
