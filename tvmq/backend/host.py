@@ -71,7 +71,7 @@ class HostModel:
         (workdir / "tvmq_model.c").write_text(aot.source)
         (workdir / "tvmq_model.h").write_text(aot.header)
         lib = workdir / "tvmq_model.so"
-        cmd = [gcc, "-O2", "-std=c99", "-Wall", "-Werror", "-shared", "-fPIC",
+        cmd = [gcc, "-O2", "-std=c99", "-ffp-contract=off", "-Wall", "-Werror", "-shared", "-fPIC",
                str(workdir / "tvmq_model.c"), "-o", str(lib), "-lm"]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
