@@ -5,11 +5,15 @@
 2. For every scheme and bit width, quantize it with ``tvmq.quantize`` (Relax passes),
    build the LUT-kernel module with TVM for the host, and measure test accuracy on all
    10,000 test images with the kernels that read packed codes (activations stay float).
-3. Quantize the real weights of the MLPerf Tiny KWS DS-CNN and IC ResNet-8 models and
+3. Deploy: quantize the MLP to 4-bit k-means weights and int8 activations (integer-only
+   fixed-point epilogues), generate plain C with a static arena, run it on an emulated
+   Cortex-M4 (QEMU mps2-an386) on real test images, and report accuracy on the device
+   (checked equal to the host), flash, RAM and instructions per inference.
+4. Quantize the real weights of the MLPerf Tiny KWS DS-CNN and IC ResNet-8 models and
    report weight SQNR and size (codes + codebooks) per scheme and bit width.
 
-Tuning and deployment to emulated Cortex-M boards are the next stages (see the README's
-roadmap); the demo does not pretend they exist.
+Autotuning is the next stage (see the README's roadmap); the demo does not pretend it
+exists: the kernels run with TVM's default (untuned) schedules.
 """
 
 from __future__ import annotations
@@ -101,6 +105,64 @@ def mlp_to_onnx(params: list[np.ndarray], batch: int):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def deploy_stage(params, xtr, xte, yte, out_dir: Path, console: Console, n_test: int = 200):
+    """Quantize W4A8 (fixed point), run on QEMU mps2-an386, report accuracy and costs."""
+    import dataclasses
+
+    from .backend.aot import generate_aot
+    from .backend.host import HostModel
+    from .backend.qemu import DEFAULT_BOARD, run_on_device
+    from .config import get_config
+    from .quantize import quantize
+
+    cfg = get_config("w4-kmeans-a8")
+    cfg = dataclasses.replace(
+        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
+    )
+    rng = np.random.default_rng(0)
+    calib = [xtr[i : i + 1] for i in rng.choice(xtr.shape[0], 256, replace=False)]
+    with console.status("W4A8 quantization with 256 calibration images (train split)..."):
+        qm = quantize(mlp_to_onnx(params, batch=1), cfg, calib=calib)
+        aot = generate_aot(qm.fused())
+    x = xte[:n_test].reshape(n_test, 1, 784)
+    with console.status(f"running {n_test} test images on QEMU {DEFAULT_BOARD} (Cortex-M4F)..."):
+        dev = run_on_device(aot, x, out_dir / "device", DEFAULT_BOARD)
+    host = HostModel(aot, out_dir / "host")
+    host_logits = np.stack([host.run(v) for v in x])
+    if not np.array_equal(dev.outputs.view(np.uint32), host_logits.view(np.uint32)):
+        raise TvmqError("device outputs differ from the host build of the same C")
+    dev_acc = 100.0 * float(np.mean(dev.outputs.reshape(n_test, -1).argmax(1) == yte[:n_test]))
+    float_acc = mlp_accuracy(params, xte[:n_test], yte[:n_test])
+    instr = int(np.median(dev.instructions))
+    table = Table(title=f"Deployed: W4A8 k-means MLP on QEMU {DEFAULT_BOARD} (Cortex-M4F)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row(f"float accuracy (host, first {n_test} test images)", f"{float_acc:.1f} %")
+    table.add_row("device accuracy (same images, bit-identical to host C)", f"{dev_acc:.1f} %")
+    table.add_row("flash: text + data (incl. test images)", f"{dev.flash_bytes / 1024:.1f} KiB")
+    table.add_row("model constants (packed weights, tables)", f"{aot.const_bytes / 1024:.1f} KiB")
+    table.add_row(
+        "float32 weights for comparison", f"{sum(p.nbytes for p in params) / 1024:.1f} KiB"
+    )
+    table.add_row("RAM: data + bss (incl. arena)", f"{dev.ram_bytes / 1024:.1f} KiB")
+    table.add_row("activation arena", f"{aot.arena_bytes / 1024:.1f} KiB")
+    table.add_row("instructions per inference (median, untuned)", f"{instr:,}")
+    console.print(table)
+    return {
+        "board": DEFAULT_BOARD,
+        "config": cfg.to_dict(),
+        "samples": n_test,
+        "float_accuracy": float_acc,
+        "device_accuracy": dev_acc,
+        "flash_bytes": dev.flash_bytes,
+        "ram_bytes": dev.ram_bytes,
+        "const_bytes": aot.const_bytes,
+        "arena_bytes": aot.arena_bytes,
+        "instructions_median": instr,
+        "instructions": dev.instructions,
+    }
+
+
 def _fmt(v: float) -> str:
     return "lossless" if v == float("inf") else f"{v:.1f}"
 
@@ -157,6 +219,8 @@ def run(out_dir: Path, bits: tuple[int, ...], console: Console) -> dict:
         ],
     }
 
+    results["device"] = deploy_stage(params, xtr, xte, yte, out_dir, console)
+
     results["mlperf_tiny"] = {}
     for name in ("kws_dscnn_float32", "ic_resnet8_float32"):
         path = SHARED_MODELS / f"{name}.tflite"
@@ -192,8 +256,8 @@ def run(out_dir: Path, bits: tuple[int, ...], console: Console) -> dict:
     console.print(f"results written to [bold]{path}[/] in {results['seconds']} s")
     console.print(
         "[dim]MLP sizes are what the LUT kernels store: packed codes plus float32 level "
-        "tables. Coming next: int8 activations with integer kernels, MetaSchedule tuning, "
-        "deployment to QEMU Cortex-M boards with instruction counts.[/]"
+        "tables. Coming next: MetaSchedule tuning of the LUT kernels (the device numbers "
+        "above use untuned schedules), the Project API server and Zephyr projects.[/]"
     )
     return results
 
