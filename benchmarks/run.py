@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks import bench_schemes
+from benchmarks import bench_device, bench_schemes
+from tvmq.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]schemes benchmark skipped: {res['skipped']}[/]")
     else:
         console.print((args.out / "schemes.md").read_text())
+    with console.status("device cost on QEMU (KWS, IC ResNet-8; W8A8, W4A8, W2A8)..."):
+        dev = bench_device.run(args.out, args.models)
+    atomic_write_json(args.out / "device.json", dev)
+    atomic_write_text(args.out / "device.md", bench_device.markdown(dev))
+    console.print(bench_device.markdown(dev))
     console.print(f"bench_results written to {args.out} in {time.time() - t0:.0f} s")
     return 0
 

@@ -1,0 +1,95 @@
+"""Cost on an emulated Cortex-M4F (QEMU mps2-an386): instructions per inference, flash, RAM.
+
+For the MLPerf Tiny KWS DS-CNN and IC ResNet-8 float models, compiled by this pipeline as
+(a) an int8 uniform baseline (W8A8) and (b) 4-bit and 2-bit k-means LUT models (W4A8,
+W2A8), all with integer-only fixed-point epilogues. No KWS or CIFAR data ships, so the
+activation ranges come from random inputs: the numbers are costs, not accuracy.
+
+Reference points from the deployment issue (TFLite Micro on the same emulated board): KWS
+int8 7.70 M instructions with CMSIS-NN (43.0 M reference kernels), 22.8 KB arena; IC
+29.9 M (107.4 M), 55.0 KB arena. The kernels here use TVM's default schedules (untuned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from tvmq.backend.aot import generate_aot, peak_live_bytes
+from tvmq.backend.qemu import DEFAULT_BOARD, run_on_device
+from tvmq.config import get_config
+from tvmq.quantize import quantize
+
+MODELS = {
+    "kws_dscnn_float32": ((1, 49, 10, 1), (-50.0, 50.0)),
+    "ic_resnet8_float32": ((1, 32, 32, 3), (0.0, 255.0)),
+}
+CONFIGS = ("w8-uniform-a8", "w4-kmeans-a8", "w2-kmeans-a8")
+TFLM = {
+    "kws_dscnn_float32": {"cmsis_nn": 7.70e6, "reference": 43.0e6, "arena": 22.8e3},
+    "ic_resnet8_float32": {"cmsis_nn": 29.9e6, "reference": 107.4e6, "arena": 55.0e3},
+}
+
+
+def _fixed(preset: str):
+    cfg = get_config(preset)
+    return dataclasses.replace(
+        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
+    )
+
+
+def run(out_dir: Path, models_dir: Path, progress=None) -> dict:
+    results: dict = {"board": DEFAULT_BOARD, "models": {}, "tflm_reference": TFLM}
+    for name, (shape, (lo, hi)) in MODELS.items():
+        path = models_dir / f"{name}.tflite"
+        if not path.exists():
+            continue
+        rng = np.random.default_rng(0)
+        calib = [rng.uniform(lo, hi, shape).astype(np.float32) for _ in range(8)]
+        xs = rng.uniform(lo, hi, (2, *shape)).astype(np.float32)
+        rows = []
+        for preset in CONFIGS:
+            qm = quantize(path, _fixed(preset), calib=calib)
+            aot = generate_aot(qm.fused())
+            dev = run_on_device(aot, xs, out_dir / "device" / name / preset, DEFAULT_BOARD)
+            rows.append(
+                {
+                    "config": preset + " (fixed-point)",
+                    "instructions": int(np.median(dev.instructions)),
+                    "flash_bytes": dev.flash_bytes,
+                    "ram_bytes": dev.ram_bytes,
+                    "arena_bytes": aot.arena_bytes,
+                    "peak_live_bytes": peak_live_bytes(aot.buffers),
+                    "const_bytes": aot.const_bytes,
+                }
+            )
+            if progress is not None:
+                progress()
+        results["models"][name] = rows
+    return results
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Cost on QEMU {results['board']} (untuned TVM schedules)", ""]
+    for name, rows in results["models"].items():
+        ref = results["tflm_reference"][name]
+        lines += [
+            f"## {name}",
+            "",
+            f"TFLite Micro int8: {ref['cmsis_nn'] / 1e6:.1f} M instructions with CMSIS-NN, "
+            f"{ref['reference'] / 1e6:.1f} M with reference kernels, arena "
+            f"{ref['arena'] / 1e3:.1f} KB.",
+            "",
+            "| config | instructions | flash KiB | RAM KiB | arena KiB | weights+tables KiB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['config']} | {r['instructions'] / 1e6:.1f} M | "
+                f"{r['flash_bytes'] / 1024:.1f} | {r['ram_bytes'] / 1024:.1f} | "
+                f"{r['arena_bytes'] / 1024:.1f} | {r['const_bytes'] / 1024:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
