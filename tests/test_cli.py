@@ -55,3 +55,19 @@ def test_user_errors_exit_1_with_one_line(args, message):
     assert r.returncode == 1
     assert message in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_deploy_on_host_reports_agreement(tmp_path):
+    import onnx
+    from test_quantize_e2e import onnx_model
+
+    path = tmp_path / "m.onnx"
+    onnx.save(onnx_model(), path)
+    r = run("deploy", str(path), "--board", "host", "--samples", "3", "--json",
+            "--project-dir", str(tmp_path / "proj"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    assert report["top1_agreement_with_host"] == 1.0 and report["max_abs_diff_vs_host"] < 1e-5
+    assert report["arena_bytes"] > 0 and report["accuracy"] is None
+    r = run("deploy", str(path), "--config", "w4-kmeans", "--fixed-point")
+    assert r.returncode == 1 and "--fixed-point needs" in r.stderr

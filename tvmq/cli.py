@@ -100,6 +100,105 @@ def _cmd_weights(args) -> int:
     return EXIT_OK
 
 
+def _deploy_data(kind: str, shape: tuple, n: int, split: str, seed: int):
+    """``(inputs (n, *shape) float32, labels or None)`` for ``--data``."""
+    import numpy as np
+
+    if kind == "fashion-mnist":
+        from .datasets import fashion_mnist
+
+        if int(np.prod(shape)) != 784:
+            raise TvmqError(f"--data fashion-mnist needs a 784-element input, model takes {shape}")
+        x, y = fashion_mnist(split)
+        idx = np.random.default_rng(seed).choice(x.shape[0], n, replace=False)
+        return (x[idx].astype(np.float32) / 255).reshape(n, *shape), y[idx]
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *shape)).astype(np.float32), None
+
+
+def _cmd_deploy(args) -> int:
+    import dataclasses
+    import tempfile
+
+    import numpy as np
+
+    from .backend.aot import generate_aot
+    from .config import get_config
+    from .micro import Session
+    from .quantize import quantize
+
+    cfg = get_config(args.config)
+    if args.fixed_point:
+        if cfg.activation is None:
+            raise TvmqError("--fixed-point needs a config with activations (e.g. w4-kmeans-a8)")
+        cfg = dataclasses.replace(
+            cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
+        )
+    from .frontend.load import load_model
+
+    mod = load_model(args.model)
+    params = mod["main"].params
+    if len(params) != 1:
+        raise TvmqError(f"deploy supports single-input models, this one has {len(params)}")
+    shape = tuple(int(s) for s in params[0].ty.shape)
+    calib = None
+    if cfg.activation is not None:
+        xs, _ = _deploy_data(args.data, shape, args.calib_samples, "train", seed=1)
+        calib = list(xs)
+    qm = quantize(mod, cfg, calib=calib)
+    aot = generate_aot(qm.fused())
+    xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
+    project = args.project_dir or Path(tempfile.mkdtemp(prefix="tvmq-deploy-")) / "project"
+    outs, counts = [], []
+    with Session(aot, board=args.board, project_dir=project, timeout=args.timeout) as s:
+        for x in xs:
+            y, n = s.run(x)
+            outs.append(y)
+            counts.append(n)
+    outs = np.stack(outs)
+    host = np.stack([qm.build().run(x) for x in xs])
+    agree = float(
+        np.mean(outs.reshape(len(xs), -1).argmax(1) == host.reshape(len(xs), -1).argmax(1))
+    )
+    report = {
+        "model": str(args.model),
+        "board": args.board,
+        "config": cfg.to_dict(),
+        "samples": len(xs),
+        "top1_agreement_with_host": agree,
+        "max_abs_diff_vs_host": float(np.abs(outs - host).max()),
+        "accuracy": None
+        if labels is None
+        else 100.0 * float(np.mean(outs.reshape(len(xs), -1).argmax(1) == labels)),
+        "instructions_median": int(np.median(counts)),
+        "const_bytes": aot.const_bytes,
+        "arena_bytes": aot.arena_bytes,
+        "project_dir": str(project),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{Path(args.model).name} on {args.board} ({args.config})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if report["accuracy"] is not None:
+        table.add_row(
+            f"accuracy on {len(xs)} {args.data} test samples", f"{report['accuracy']:.1f} %"
+        )
+    table.add_row("top-1 agreement with the host TVM build", f"{agree * 100:.1f} %")
+    table.add_row("max |device - host| output difference", f"{report['max_abs_diff_vs_host']:.2e}")
+    table.add_row("weights + tables (const)", f"{aot.const_bytes / 1024:.1f} KiB")
+    table.add_row("activation arena", f"{aot.arena_bytes / 1024:.1f} KiB")
+    if args.board != "host":
+        table.add_row("instructions per inference (median)", f"{report['instructions_median']:,}")
+    table.add_row("project", str(project))
+    Console().print(table)
+    return EXIT_OK
+
+
 def _cmd_demo(args) -> int:
     from . import demo
 
@@ -139,6 +238,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--granularity", choices=["channel", "tensor"], default="channel")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_weights)
+
+    p = sub.add_parser(
+        "deploy",
+        help="quantize a model, run it on the host or an emulated Cortex-M, report",
+        description="Quantize MODEL, generate plain C with a static arena, build it through "
+        "the Project API for BOARD (host or a QEMU Cortex-M), run real or random samples on "
+        "it and report accuracy / agreement with the host TVM build, memory and "
+        "instructions per inference.",
+        epilog="example: tvmq deploy mlp.onnx --board mps2-an386 --config w4-kmeans-a8 "
+        "--fixed-point --data fashion-mnist --samples 50",
+    )
+    p.add_argument("model", help="a .onnx or .tflite float model")
+    p.add_argument("--board", default="mps2-an386",
+                   choices=["host", "mps2-an385", "mps2-an386", "mps2-an500"])  # fmt: skip
+    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
+    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
+    p.add_argument(
+        "--data",
+        choices=["fashion-mnist", "random"],
+        default="random",
+        help="samples to run (and calibrate on); random gives agreement only",
+    )
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--project-dir", type=Path, default=None)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per step")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser(
         "demo",
