@@ -75,7 +75,8 @@ def test_session_runs_real_inputs_bit_exact(tmp_path, model, board):
     if board == "host":
         assert all(n == 0 for _, n in runs)
     else:
-        assert all(n > 100_000 for _, n in runs) and again[1] == runs[0][1]
+        # same input, later in the run: equal up to the one-tick (40 instruction) resolution
+        assert all(n > 100_000 for _, n in runs) and abs(again[1] - runs[0][1]) <= 40
     project = tmp_path / "proj"
     assert {p.name for p in project.iterdir()} >= {
         "microtvm_api_server.py", "boards.json", "src", "model", "project.json", "build",
@@ -124,3 +125,39 @@ def test_generate_project_refuses_bad_input(tmp_path, model):
         assert not (tmp_path / "q").exists() and not (tmp_path / "p").exists()
     finally:
         api.close()
+
+
+@pytest.mark.parametrize("board", ["qemu_cortex_m3", "nucleo_l4r5zi"])
+def test_zephyr_project_is_complete_and_its_model_compiles(tmp_path, model, board, monkeypatch):
+    monkeypatch.delenv("ZEPHYR_BASE", raising=False)
+    lib = export_model(model, tmp_path / "lib")
+    project = tmp_path / "zproj"
+    api = ProjectAPIClient(TEMPLATE)
+    try:
+        api.call("generate_project", model_library_format_path=str(lib),
+                 standalone_crt_dir=None, project_dir=str(project),
+                 options={"board": board})  # fmt: skip
+    finally:
+        api.close()
+    cmake = (project / "CMakeLists.txt").read_text()
+    assert "find_package(Zephyr" in cmake and "model/tvmq_model.c" in cmake
+    assert "CONFIG_CONSOLE_GETCHAR=y" in (project / "prj.conf").read_text()
+    assert (project / "boards" / f"{board}.conf").exists()
+    assert "console_getchar" in (project / "src" / "main.c").read_text()
+    # Building needs Zephyr, which is not here: a clear refusal naming what is missing.
+    proj_api = ProjectAPIClient(project)
+    try:
+        with pytest.raises(tvmq.TvmqError, match=r"ZEPHYR_BASE.*west"):
+            proj_api.call("build", options={"board": board})
+    finally:
+        proj_api.close()
+    # The model sources are plain C: they compile for the board's core as they are.
+    if shutil.which("arm-none-eabi-gcc"):
+        cflags = json.loads((project / "boards.json").read_text())[board]["cflags"]
+        res = subprocess.run(
+            ["arm-none-eabi-gcc", "-O2", "-std=c99", "-Wall", "-Werror", *cflags, "-c",
+             "-I", str(project / "model"), str(project / "model" / "tvmq_model.c"),
+             "-o", str(tmp_path / "model.o")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr

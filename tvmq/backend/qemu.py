@@ -6,7 +6,8 @@ SysTick and prints the output bytes in hex (bit-exact transfer). QEMU runs with
 board's 25 MHz reference clock, so one tick is 40 instructions on the MPS2 boards
 (:data:`BOARDS`; ``tests/test_qemu.py`` measures it per board with a loop of known
 length). Counts are deterministic: the same binary and inputs give the same numbers on
-every run.
+every run. Their resolution is one tick (40 instructions): the same input measured at a
+different point of a run can differ by one tick, as the counter's phase differs.
 
 Toolchains come from Debian: ``gcc-arm-none-eabi``, ``picolibc-arm-none-eabi``,
 ``qemu-system-arm``. Floating-point contraction is disabled (``-ffp-contract=off``) on the
