@@ -12,7 +12,7 @@ from test_quantize_e2e import onnx_model
 import tvmq
 from tvmq.backend.aot import generate_aot
 from tvmq.backend.host import HostModel, ToolchainError
-from tvmq.backend.qemu import BOARDS, board, build_elf, run_elf, run_on_device
+from tvmq.backend.qemu import BOARDS, board, build_elf, link_flags, run_elf, run_on_device
 from tvmq.config import get_config
 
 pytestmark = pytest.mark.skipif(
@@ -57,7 +57,7 @@ def test_instruction_counts_are_deterministic(tmp_path, w4a8_fixed):
 
 
 @pytest.mark.parametrize("board_name", list(BOARDS))
-def test_one_systick_is_40_instructions(tmp_path, board_name):
+def test_systick_instruction_ratio(tmp_path, board_name):
     """A loop of known length (2 instructions per iteration) calibrates the tick."""
     src = tmp_path / "loop.c"
     src.write_text(
@@ -74,13 +74,9 @@ def test_one_systick_is_40_instructions(tmp_path, board_name):
     b = board(board_name)
     elf = tmp_path / "loop.elf"
     subprocess.run(
-        ["arm-none-eabi-gcc", "-O2", *b.cpu_flags, "--specs=picolibc.specs",
-         "--oslib=semihost", "-Wl,--defsym=__flash=0", "-Wl,--defsym=__flash_size=0x400000",
-         "-Wl,--defsym=__ram=0x20000000", "-Wl,--defsym=__ram_size=0x400000",
-         str(src), "-o", str(elf)],
-        check=True,
-    )  # fmt: skip
-    ticks = int(run_elf(elf, board_name).split("TICKS ")[1].split()[0])
+        ["arm-none-eabi-gcc", "-O2", *link_flags(b), str(src), "-o", str(elf)], check=True
+    )
+    ticks = int(run_elf(elf, board_name, timeout=30).split("TICKS ")[1].split()[0])
     assert abs(2_000_000 / ticks - b.instructions_per_tick) < 0.01 * b.instructions_per_tick
 
 
@@ -90,12 +86,8 @@ def test_hung_device_times_out_with_log_tail(tmp_path, w4a8_fixed):
     elf = tmp_path / "hang.elf"
     b = board("mps2-an386")
     subprocess.run(
-        ["arm-none-eabi-gcc", "-O2", *b.cpu_flags, "--specs=picolibc.specs",
-         "--oslib=semihost", "-Wl,--defsym=__flash=0", "-Wl,--defsym=__flash_size=0x400000",
-         "-Wl,--defsym=__ram=0x20000000", "-Wl,--defsym=__ram_size=0x400000",
-         str(src), "-o", str(elf)],
-        check=True,
-    )  # fmt: skip
+        ["arm-none-eabi-gcc", "-O2", *link_flags(b), str(src), "-o", str(elf)], check=True
+    )
     with pytest.raises(tvmq.TvmqError, match=r"timed out(.|\n)*booted"):
         run_elf(elf, "mps2-an386", timeout=3)
 

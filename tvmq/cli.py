@@ -250,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fixed-point --data fashion-mnist --samples 50",
     )
     p.add_argument("model", help="a .onnx or .tflite float model")
-    p.add_argument("--board", default="mps2-an386",
-                   choices=["host", "mps2-an385", "mps2-an386", "mps2-an500"])  # fmt: skip
+    p.add_argument(
+        "--board",
+        default="mps2-an386",
+        choices=["host", "mps2-an385", "mps2-an386", "mps2-an500", "mps3-an547"],
+    )
     p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
     p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
     p.add_argument(

@@ -173,11 +173,16 @@ class Handler:
                 raise ProjectAPIError(
                     "picolibc not found: install the Debian package 'picolibc-arm-none-eabi'"
                 )
+            mem = info.get("memory", {})
+            num, den = info.get("instr_per_tick", [40, 1])
             cmd = [
                 _tool("arm-none-eabi-gcc", "gcc-arm-none-eabi"), *flags, *info["cflags"],
-                "-DTVMQ_SYSTICK", "--specs=picolibc.specs", "--oslib=semihost",
-                "-Wl,--defsym=__flash=0", "-Wl,--defsym=__flash_size=0x400000",
-                "-Wl,--defsym=__ram=0x20000000", "-Wl,--defsym=__ram_size=0x400000",
+                "-DTVMQ_SYSTICK", f"-DTVMQ_INSTR_NUM={num}", f"-DTVMQ_INSTR_DEN={den}",
+                "--specs=picolibc.specs", "--oslib=semihost",
+                f"-Wl,--defsym=__flash={mem.get('flash', 0)}",
+                f"-Wl,--defsym=__flash_size={mem.get('flash_size', 0x400000)}",
+                f"-Wl,--defsym=__ram={mem.get('ram', 0x20000000)}",
+                f"-Wl,--defsym=__ram_size={mem.get('ram_size', 0x400000)}",
                 *sources, "-o", str(out / f"tvmq_{board}.elf"), "-lm",
             ]  # fmt: skip
         if (options or {}).get("verbose"):

@@ -3,7 +3,8 @@
 The generated ``main.c`` embeds the input samples, times each ``tvmq_model_run`` with
 SysTick and prints the output bytes in hex (bit-exact transfer). QEMU runs with
 ``-icount shift=0``: one instruction takes 1 ns of virtual time, and SysTick counts the
-board's 25 MHz reference clock, so one tick is 40 instructions on the MPS2 boards
+board's reference clock, so one tick is 40 instructions on the MPS2 boards (25 MHz) and
+31.25 on MPS3 AN547 (32 MHz)
 (:data:`BOARDS`; ``tests/test_qemu.py`` measures it per board with a loop of known
 length). Counts are deterministic: the same binary and inputs give the same numbers on
 every run. Their resolution is one tick (40 instructions): the same input measured at a
@@ -38,7 +39,7 @@ class Board:
     flash_size: int = 0x400000
     ram: int = 0x20000000
     ram_size: int = 0x400000
-    instructions_per_tick: int = 40
+    instructions_per_tick: float = 40.0
 
 
 _FPU_M4 = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
@@ -47,6 +48,14 @@ BOARDS = {
     "mps2-an386": Board("mps2-an386", _FPU_M4),
     "mps2-an500": Board(
         "mps2-an500", ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16")
+    ),
+    # MPS3 AN547: 512 KiB ITCM at 0 (code), 512 KiB DTCM at 0x20000000, SysTick at 32 MHz.
+    "mps3-an547": Board(
+        "mps3-an547",
+        ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
+        flash_size=0x80000,
+        ram_size=0x80000,
+        instructions_per_tick=31.25,
     ),
 }
 DEFAULT_BOARD = "mps2-an386"
@@ -59,6 +68,15 @@ def board(name: str) -> Board:
 
         raise UnknownNameError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}")
     return BOARDS[name]
+
+
+def link_flags(b: Board) -> list[str]:
+    """Core flags, picolibc semihosting, and the board's memory map for the linker."""
+    return [
+        *b.cpu_flags, "--specs=picolibc.specs", "--oslib=semihost",
+        f"-Wl,--defsym=__flash={b.flash}", f"-Wl,--defsym=__flash_size={b.flash_size}",
+        f"-Wl,--defsym=__ram={b.ram}", f"-Wl,--defsym=__ram_size={b.ram_size}",
+    ]  # fmt: skip
 
 
 def _tool(name: str, package: str) -> str:
@@ -140,9 +158,7 @@ def build_elf(aot, inputs: np.ndarray, workdir: Path, board_name: str = DEFAULT_
     )
     elf = workdir / f"tvmq_{b.machine}.elf"
     cmd = [
-        gcc, *COMMON_FLAGS, *b.cpu_flags, "--specs=picolibc.specs", "--oslib=semihost",
-        f"-Wl,--defsym=__flash={b.flash}", f"-Wl,--defsym=__flash_size={b.flash_size}",
-        f"-Wl,--defsym=__ram={b.ram}", f"-Wl,--defsym=__ram_size={b.ram_size}",
+        gcc, *COMMON_FLAGS, *link_flags(b),
         str(workdir / "main.c"), str(workdir / "tvmq_model.c"), "-o", str(elf), "-lm",
     ]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -202,7 +218,7 @@ def run_on_device(
             raise TvmqError(f"device output for sample {s} is missing; log tail:\n{log[-2000:]}")
         if int(run.group(1)) != 0:
             raise TvmqError(f"tvmq_model_run returned {run.group(1)} on the device")
-        counts.append(int(run.group(2)) * b.instructions_per_tick)
+        counts.append(round(int(run.group(2)) * b.instructions_per_tick))
         raw = bytes.fromhex(out.group(1))
         outs.append(np.frombuffer(raw, dtype=aot.output_dtype).reshape(aot.output_shape))
     flash, ram = elf_sizes(elf)

@@ -7,7 +7,8 @@
  *                  "ERR <message>\n"
  * Anything before "RUN"/"QUIT" on a line is ignored, so stray bytes on the wire cannot
  * desynchronize the stream. On QEMU (TVMQ_SYSTICK) instructions are SysTick ticks times
- * TVMQ_INSTR_PER_TICK under -icount shift=0; on the host the count is 0.
+ * TVMQ_INSTR_NUM / TVMQ_INSTR_DEN under -icount shift=0 (40/1 on MPS2, 125/4 on MPS3
+ * AN547); on the host the count is 0.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,8 +22,9 @@
 #define SYST_RVR (*(volatile uint32_t*)0xE000E014)
 #define SYST_CVR (*(volatile uint32_t*)0xE000E018)
 #endif
-#ifndef TVMQ_INSTR_PER_TICK
-#define TVMQ_INSTR_PER_TICK 40
+#ifndef TVMQ_INSTR_NUM
+#define TVMQ_INSTR_NUM 40
+#define TVMQ_INSTR_DEN 1
 #endif
 
 static tvmq_input_t input[TVMQ_INPUT_SIZE];
@@ -86,7 +88,8 @@ int main(void) {
     int rc = tvmq_model_run(input, output);
 #ifdef TVMQ_SYSTICK
     uint32_t t1 = SYST_CVR;
-    instructions = (unsigned long)((t0 - t1) & 0xFFFFFF) * TVMQ_INSTR_PER_TICK;
+    instructions =
+        (unsigned long)(((uint64_t)((t0 - t1) & 0xFFFFFF) * TVMQ_INSTR_NUM) / TVMQ_INSTR_DEN);
 #endif
     if (rc != 0) {
       printf("ERR tvmq_model_run returned %d\n", rc);
