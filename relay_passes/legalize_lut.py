@@ -194,14 +194,7 @@ class _Legalizer(PyExprMutator):
         a = call.attrs
         if str(a.out_layout) not in ("", str(a.data_layout)):
             return None
-        kw = dict(
-            strides=[int(s) for s in a.strides],
-            padding=[int(p) for p in a.padding],
-            dilation=[int(d) for d in a.dilation],
-            groups=int(a.groups),
-            data_layout=str(a.data_layout),
-            kernel_layout=str(a.kernel_layout),
-        )
+        kw = _conv_kwargs(a)
         spec = spec_of(decode)
         return call.args[0], decode, spec, False, kw, spec.shape[kw["kernel_layout"].index("O")]
 
@@ -276,14 +269,7 @@ class _Legalizer(PyExprMutator):
         a = call.attrs
         if str(a.out_layout) not in ("", str(a.data_layout)):
             return call  # a layout change on output: leave to the fallback
-        kw = dict(
-            strides=[int(s) for s in a.strides],
-            padding=[int(p) for p in a.padding],
-            dilation=[int(d) for d in a.dilation],
-            groups=int(a.groups),
-            data_layout=str(a.data_layout),
-            kernel_layout=str(a.kernel_layout),
-        )
+        kw = _conv_kwargs(a)
         out_ch = spec.shape[str(a.kernel_layout).index("O")]
         integer = self._integer_args(call.args[0], decode, spec, out_ch)
         if integer is not None:
@@ -300,6 +286,18 @@ class _Legalizer(PyExprMutator):
             decode.args[1],
             primfunc_name_hint="lut_conv",
         )
+
+
+def _conv_kwargs(attrs) -> dict:
+    """The keywords of the LUT conv kernels from a Relax conv call's attributes."""
+    return dict(
+        strides=[int(s) for s in attrs.strides],
+        padding=[int(p) for p in attrs.padding],
+        dilation=[int(d) for d in attrs.dilation],
+        groups=int(attrs.groups),
+        data_layout=str(attrs.data_layout),
+        kernel_layout=str(attrs.kernel_layout),
+    )
 
 
 def _is_2d_transpose(call) -> bool:

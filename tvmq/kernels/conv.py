@@ -17,23 +17,16 @@ def _spatial(layout: str) -> list[str]:
     return [c for c in layout if c not in "NC"]
 
 
-def lut_conv_compute(
-    x,
-    packed,
-    levels,
-    spec: LutWeight,
-    *,
-    strides,
-    padding,
-    dilation,
-    groups: int,
-    data_layout: str,
-    kernel_layout: str,
-):
-    """TE compute of a convolution whose weight is decoded from codes in the reduction loop.
+def conv_loops(
+    x, spec: LutWeight, *, strides, padding, dilation, groups: int, data_layout: str,
+    kernel_layout: str, pad_value=0.0,
+):  # fmt: skip
+    """Geometry shared by the float and integer LUT convolutions.
 
     ``padding`` is ``(before_0, ..., before_{d-1}, after_0, ..., after_{d-1})`` over the
-    spatial dimensions, as Relax's conv ops store it.
+    spatial dimensions, as Relax's conv ops store it. Returns ``(xp, out_shape, indices,
+    axes)``: the input padded with ``pad_value``, the output shape (data layout), a function
+    from an output index to ``(input index, weight index)``, and the reduce axes.
     """
     from tvm import te, topi
 
@@ -44,7 +37,9 @@ def lut_conv_compute(
     for d, letter in enumerate(sp):
         pad_before[data_layout.index(letter)] = int(padding[d])
         pad_after[data_layout.index(letter)] = int(padding[nd + d])
-    xp = topi.nn.pad(x, pad_before, pad_after, name="pad") if any(pad_before + pad_after) else x
+    xp = x
+    if any(pad_before + pad_after):
+        xp = topi.nn.pad(x, pad_before, pad_after, pad_value=pad_value, name="pad")
 
     kdim = {c: spec.shape[kernel_layout.index(c)] for c in kernel_layout}
     out_ch = kdim["O"]
@@ -65,17 +60,45 @@ def lut_conv_compute(
             eff = (kdim[c] - 1) * int(dilation[d]) + 1
             out_shape.append((size - eff) // int(strides[d]) + 1)
 
-    def f(*o):
+    def indices(o):
         oc = o[data_layout.index("C")]
         xin = {"N": o[data_layout.index("N")], "C": (oc // out_per_group) * in_per_group + rc}
         win = {"O": oc, "I": rc}
         for d, c in enumerate(sp):
             xin[c] = o[data_layout.index(c)] * int(strides[d]) + rk[d] * int(dilation[d])
             win[c] = rk[d]
-        value = spec.value_expr(packed, levels, tuple(win[c] for c in kernel_layout))
-        return te.sum(xp[tuple(xin[c] for c in data_layout)] * value, axis=[rc, *rk])
+        return tuple(xin[c] for c in data_layout), tuple(win[c] for c in kernel_layout)
 
-    return te.compute(tuple(out_shape), f, name="lut_conv")
+    return xp, tuple(out_shape), indices, [rc, *rk]
+
+
+def lut_conv_compute(
+    x,
+    packed,
+    levels,
+    spec: LutWeight,
+    *,
+    strides,
+    padding,
+    dilation,
+    groups: int,
+    data_layout: str,
+    kernel_layout: str,
+):
+    """TE compute of a convolution whose weight is decoded from codes in the reduction loop
+    (geometry and ``padding`` convention: :func:`conv_loops`)."""
+    from tvm import te
+
+    xp, out_shape, indices, axes = conv_loops(
+        x, spec, strides=strides, padding=padding, dilation=dilation, groups=groups,
+        data_layout=data_layout, kernel_layout=kernel_layout,
+    )  # fmt: skip
+
+    def f(*o):
+        xi, wi = indices(o)
+        return te.sum(xp[xi] * spec.value_expr(packed, levels, wi), axis=axes)
+
+    return te.compute(out_shape, f, name="lut_conv")
 
 
 def lut_conv_reference(

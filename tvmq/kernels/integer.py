@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conv import lut_conv_reference
+from .conv import conv_loops, lut_conv_reference
 from .decode import LutWeight
 from .requantize import requantize_expr
 
@@ -100,47 +100,20 @@ def lut_conv_int_compute(
 ):  # fmt: skip
     """TE: integer convolution; padding uses ``x_zero`` so padded terms vanish. With
     ``requant`` the output is int8 codes (see :func:`lut_matmul_int_compute`)."""
-    from tvm import te, topi
+    from tvm import te
 
-    sp = [c for c in data_layout if c not in "NC"]
-    nd = len(sp)
-    before, after = [0] * len(data_layout), [0] * len(data_layout)
-    for d, letter in enumerate(sp):
-        before[data_layout.index(letter)] = int(padding[d])
-        after[data_layout.index(letter)] = int(padding[nd + d])
-    qp = q
-    if any(before + after):
-        qp = topi.nn.pad(q, before, after, pad_value=x_zero, name="pad")
-    kdim = {c: spec.shape[kernel_layout.index(c)] for c in kernel_layout}
-    out_ch, in_pg = kdim["O"], kdim["I"]
-    out_pg = out_ch // groups
-    rc = te.reduce_axis((0, in_pg), name="rc")
-    rk = [te.reduce_axis((0, kdim[c]), name=f"r{c.lower()}") for c in sp]
-    shape = []
-    for c in data_layout:
-        if c == "N":
-            shape.append(q.shape[data_layout.index("N")])
-        elif c == "C":
-            shape.append(out_ch)
-        else:
-            d = sp.index(c)
-            eff = (kdim[c] - 1) * int(dilation[d]) + 1
-            shape.append((int(qp.shape[data_layout.index(c)]) - eff) // int(strides[d]) + 1)
-    c_pos = data_layout.index("C")
+    qp, out_shape, indices, axes = conv_loops(
+        q, spec, strides=strides, padding=padding, dilation=dilation, groups=groups,
+        data_layout=data_layout, kernel_layout=kernel_layout, pad_value=x_zero,
+    )  # fmt: skip
 
     def acc(*o):
-        oc = o[c_pos]
-        xin = {"N": o[data_layout.index("N")], "C": (oc // out_pg) * in_pg + rc}
-        win = {"O": oc, "I": rc}
-        for d, c in enumerate(sp):
-            xin[c] = o[data_layout.index(c)] * int(strides[d]) + rk[d] * int(dilation[d])
-            win[c] = rk[d]
-        wv = _int_value(spec, packed, table, tuple(win[c] for c in kernel_layout))
-        xv = qp[tuple(xin[c] for c in data_layout)].astype("int32") - x_zero
-        return te.sum(xv * wv, axis=[rc, *rk])
+        xi, wi = indices(o)
+        xv = qp[xi].astype("int32") - x_zero
+        return te.sum(xv * _int_value(spec, packed, table, wi), axis=axes)
 
-    a = te.compute(tuple(shape), acc, name="lut_conv_acc")
-    return _epilogue(a, oscale, requant, c_pos, "lut_conv_int")
+    a = te.compute(out_shape, acc, name="lut_conv_acc")
+    return _epilogue(a, oscale, requant, data_layout.index("C"), "lut_conv_int")
 
 
 def lut_int_reference(
