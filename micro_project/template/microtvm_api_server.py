@@ -137,6 +137,14 @@ class Handler:
         tmp.rename(dest)  # atomic: a project exists whole or not at all
         return {}
 
+    @staticmethod
+    def _project_only(method: str) -> None:
+        if IS_TEMPLATE:
+            raise ProjectAPIError(
+                f"{method} is served by a generated project, not the template: call "
+                "generate_project, then run the server inside the project"
+            )
+
     def _west(self) -> str:
         missing = []
         if not os.environ.get("ZEPHYR_BASE"):
@@ -154,6 +162,7 @@ class Handler:
         return west
 
     def build(self, options: dict | None = None) -> dict:
+        self._project_only("build")
         board, info = self._board(options)
         if info["platform"] == "zephyr":
             west = self._west()
@@ -201,6 +210,7 @@ class Handler:
 
     def flash(self, options: dict | None = None) -> dict:
         # host: nothing to write; QEMU loads the ELF when the transport opens.
+        self._project_only("flash")
         board, info = self._board(options)
         if info["platform"] == "zephyr":
             if board.startswith("qemu_"):
@@ -216,6 +226,7 @@ class Handler:
 
     # -- transport -------------------------------------------------------------------
     def open_transport(self, options: dict | None = None) -> dict:
+        self._project_only("open_transport")
         if self.proc is not None:
             raise ProjectAPIError("transport is already open")
         board, info = self._board(options)
