@@ -60,6 +60,7 @@ def run(out_dir: Path, models_dir: Path, progress=None) -> dict:
                     "instructions": int(np.median(dev.instructions)),
                     "flash_bytes": dev.flash_bytes,
                     "ram_bytes": dev.ram_bytes,
+                    "stack_bytes": dev.stack_bytes,
                     "arena_bytes": aot.arena_bytes,
                     "peak_live_bytes": peak_live_bytes(aot.buffers),
                     "const_bytes": aot.const_bytes,
@@ -82,14 +83,16 @@ def markdown(results: dict) -> str:
             f"{ref['reference'] / 1e6:.1f} M with reference kernels, arena "
             f"{ref['arena'] / 1e3:.1f} KB.",
             "",
-            "| config | instructions | flash KiB | RAM KiB | arena KiB | weights+tables KiB |",
-            "|---|---|---|---|---|---|",
+            "| config | instructions | flash KiB | RAM KiB | arena KiB | stack B "
+            "| weights+tables KiB |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['config']} | {r['instructions'] / 1e6:.1f} M | "
                 f"{r['flash_bytes'] / 1024:.1f} | {r['ram_bytes'] / 1024:.1f} | "
-                f"{r['arena_bytes'] / 1024:.1f} | {r['const_bytes'] / 1024:.1f} |"
+                f"{r['arena_bytes'] / 1024:.1f} | {r['stack_bytes']} | "
+                f"{r['const_bytes'] / 1024:.1f} |"
             )
         lines.append("")
     return "\n".join(lines)

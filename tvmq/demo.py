@@ -146,6 +146,7 @@ def deploy_stage(params, xtr, xte, yte, out_dir: Path, console: Console, n_test:
     )
     table.add_row("RAM: data + bss (incl. arena)", f"{dev.ram_bytes / 1024:.1f} KiB")
     table.add_row("activation arena", f"{aot.arena_bytes / 1024:.1f} KiB")
+    table.add_row("stack high-water (main + one inference)", f"{dev.stack_bytes} B")
     table.add_row("instructions per inference (median, untuned)", f"{instr:,}")
     console.print(table)
     return {
@@ -158,6 +159,7 @@ def deploy_stage(params, xtr, xte, yte, out_dir: Path, console: Console, n_test:
         "ram_bytes": dev.ram_bytes,
         "const_bytes": aot.const_bytes,
         "arena_bytes": aot.arena_bytes,
+        "stack_bytes": dev.stack_bytes,
         "instructions_median": instr,
         "instructions": dev.instructions,
     }

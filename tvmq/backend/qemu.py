@@ -106,10 +106,31 @@ _MAIN = r"""
 %(inputs)s
 static tvmq_output_t out[TVMQ_OUTPUT_SIZE];
 
+/* Stack high-water mark: paint the free RAM between the end of bss and the stack pointer,
+ * run, and find the lowest word the stack overwrote (picolibc's linker script symbols). */
+extern char __end[], __stack[];
+#define PAINT 0xA5A5A5A5u
+static uint32_t* paint_base(void) { return (uint32_t*)(((uintptr_t)__end + 3) & ~(uintptr_t)3); }
+static void paint_stack(void) {
+  uint32_t* sp;
+  __asm volatile("mov %%0, sp" : "=r"(sp));
+  for (uint32_t* p = paint_base(); p < sp - 64; ++p) *p = PAINT;
+}
+static unsigned long stack_used(void) {
+  uint32_t* p = paint_base();
+  while (*p == PAINT) ++p;
+  return (unsigned long)(__stack - (char*)p);
+}
+
 int main(void) {
+  paint_stack();
   SYST_RVR = 0xFFFFFF;
   SYST_CVR = 0;
   SYST_CSR = 5; /* core clock source, counter on, no interrupt */
+  /* the first inference runs before any printf, so the mark is main + the model */
+  int rc0 = tvmq_model_run((const tvmq_input_t*)samples, out);
+  unsigned long stack = stack_used();
+  printf("STACK %%lu rc %%d\n", stack, rc0);
   for (int s = 0; s < %(n)d; ++s) {
     const tvmq_input_t* x =
         (const tvmq_input_t*)(samples + s * sizeof(tvmq_input_t) * TVMQ_INPUT_SIZE);
@@ -130,12 +151,15 @@ int main(void) {
 
 @dataclass
 class DeviceResult:
-    """What a device run reports."""
+    """What a device run reports: outputs (bit-exact), instructions per inference,
+    flash (text + data), static RAM (data + bss, the arena included) and the stack
+    high-water mark of ``main`` plus one inference."""
 
     outputs: np.ndarray
     instructions: list[int]
     flash_bytes: int
     ram_bytes: int
+    stack_bytes: int
     log: str
 
 
@@ -222,4 +246,7 @@ def run_on_device(
         raw = bytes.fromhex(out.group(1))
         outs.append(np.frombuffer(raw, dtype=aot.output_dtype).reshape(aot.output_shape))
     flash, ram = elf_sizes(elf)
-    return DeviceResult(np.stack(outs), counts, flash, ram, log)
+    stack = re.search(r"^STACK (\d+) rc 0$", log, re.M)
+    if stack is None:
+        raise TvmqError(f"device did not report its stack use; log tail:\n{log[-2000:]}")
+    return DeviceResult(np.stack(outs), counts, flash, ram, int(stack.group(1)), log)
