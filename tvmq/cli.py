@@ -227,8 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         "weights",
         help="weight SQNR and size of a model under each scheme and bit width",
         description="Quantize every conv / depthwise / dense weight of a TFLite model with "
-        "each scheme and bit width; print model weight SQNR and bits per weight (codes plus "
-        "float32 codebooks).",
+        "each scheme and bit width; print model weight SQNR and bits per weight (packed codes "
+        "plus codebooks: a scale or IS/SC per group for uniform, NF, PoT and TFX, float32 "
+        "level tables for k-means and quantile).",
         epilog="example: tvmq weights ../shared/models/mlperf_tiny/kws_dscnn_float32.tflite "
         "--scheme uniform kmeans --bits 2 4",
     )
