@@ -139,41 +139,38 @@ class _Legalizer(PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        op = _op_name(call)
-        if op in ("relax.nn.conv2d", "relax.nn.conv1d"):
-            decode = self._decode_of(call.args[1])
-            if decode is not None and call.attrs.out_dtype in (None, "", "float32"):
-                return self._conv(call, decode)
-        elif op == "relax.matmul":
-            decode = self._decode_of(call.args[1])
-            transposed = False
-            if decode is None and isinstance(call.args[1], relax.Var):
-                src = self.lookup_binding(call.args[1])
-                if _op_name(src) == "relax.permute_dims" and _is_2d_transpose(src):
-                    decode = self._decode_of(src.args[0])
-                    transposed = True
-            if decode is not None:
-                spec = spec_of(decode)
-                integer = self._integer_args(
-                    call.args[0], decode, spec, spec.shape[0 if transposed else 1]
-                )
-                if integer is not None:
-                    q, table, oscale, zero = integer
-                    return self.builder_.call_te(
-                        lambda a, p, t, o: lut_matmul_int_compute(
-                            a, p, t, o, spec, x_zero=zero, transposed=transposed
-                        ),
-                        q, decode.args[0], table, oscale,
-                        primfunc_name_hint="lut_matmul_int",
-                    )  # fmt: skip
+        parts = self._layer_parts(call) if _op_name(call) in _LAYERS else None
+        if parts is None:
+            return call
+        x, decode, spec, transposed, kw, out_ch = parts
+        integer = self._integer_args(x, decode, spec)
+        if integer is not None:
+            q, table, w_scale, x_scale, x_zero = integer
+            oscale = relax.const(out_scales(spec, w_scale, x_scale, out_ch), "float32")
+            if kw is None:
                 return self.builder_.call_te(
-                    lambda x, p, lv: lut_matmul_compute(x, p, lv, spec, transposed=transposed),
-                    call.args[0],
-                    decode.args[0],
-                    decode.args[1],
-                    primfunc_name_hint="lut_matmul",
-                )
-        return call
+                    lambda a, p, t, o: lut_matmul_int_compute(
+                        a, p, t, o, spec, x_zero=x_zero, transposed=transposed
+                    ),
+                    q, decode.args[0], table, oscale,
+                    primfunc_name_hint="lut_matmul_int",
+                )  # fmt: skip
+            return self.builder_.call_te(
+                lambda a, p, t, o: lut_conv_int_compute(a, p, t, o, spec, x_zero=x_zero, **kw),
+                q, decode.args[0], table, oscale,
+                primfunc_name_hint="lut_conv_int",
+            )  # fmt: skip
+        if kw is None:
+            return self.builder_.call_te(
+                lambda a, p, lv: lut_matmul_compute(a, p, lv, spec, transposed=transposed),
+                x, decode.args[0], decode.args[1],
+                primfunc_name_hint="lut_matmul",
+            )  # fmt: skip
+        return self.builder_.call_te(
+            lambda a, p, lv: lut_conv_compute(a, p, lv, spec, **kw),
+            x, decode.args[0], decode.args[1],
+            primfunc_name_hint="lut_conv",
+        )  # fmt: skip
 
     def _layer_parts(self, call):
         """``(x, decode, spec, transposed, conv keywords or None, out channels)`` of a
@@ -193,6 +190,8 @@ class _Legalizer(PyExprMutator):
             return None
         a = call.attrs
         if str(a.out_layout) not in ("", str(a.data_layout)):
+            return None  # a layout change on output: leave to the fallback
+        if a.out_dtype not in (None, "", "float32"):
             return None
         kw = _conv_kwargs(a)
         spec = spec_of(decode)
@@ -205,12 +204,10 @@ class _Legalizer(PyExprMutator):
         if parts is None:
             return None
         x, decode, spec, transposed, kw, out_ch = parts
-        integer = self._integer_args(x, decode, spec, out_ch)
+        integer = self._integer_args(x, decode, spec)
         if integer is None:
             return None
-        q, table, _, x_zero = integer
-        x_scale = prim_float(self.lookup_binding(x).args[1])
-        w_scale = int_level_table(decode.args[1].value.numpy())[1]
+        q, table, w_scale, x_scale, x_zero = integer
         w_scale = w_scale if spec.axis is not None else np.full(out_ch, w_scale[0], np.float32)
         acc_scale = np.float64(x_scale) * w_scale.astype(np.float64)
         out_ndim = len(layer.ty.shape)
@@ -252,39 +249,21 @@ class _Legalizer(PyExprMutator):
             primfunc_name_hint="lut_conv_int_requant",
         )  # fmt: skip
 
-    def _integer_args(self, x, decode, spec, out_channels):
-        """``(q, table, out_scale, zero)`` when the integer kernel applies, else None."""
+    def _integer_args(self, x, decode, spec):
+        """``(q, table, w_scale, x_scale, x_zero)`` when the integer kernel applies (the
+        input is a ``quant.dequantize`` and the codebook is per tensor or per channel)."""
         if not (isinstance(x, relax.Var) and supports_integer(spec)):
             return None
         src = self.lookup_binding(x)
         if not is_op(src, DEQUANTIZE_OP):
             return None
-        scale, zero = prim_float(src.args[1]), prim_int(src.args[2])
         table, w_scale = int_level_table(decode.args[1].value.numpy())
-        oscale = out_scales(spec, w_scale, scale, out_channels)
-        return src.args[0], relax.const(table, "int8"), relax.const(oscale, "float32"), zero
-
-    def _conv(self, call, decode):
-        spec = spec_of(decode)
-        a = call.attrs
-        if str(a.out_layout) not in ("", str(a.data_layout)):
-            return call  # a layout change on output: leave to the fallback
-        kw = _conv_kwargs(a)
-        out_ch = spec.shape[str(a.kernel_layout).index("O")]
-        integer = self._integer_args(call.args[0], decode, spec, out_ch)
-        if integer is not None:
-            q, table, oscale, zero = integer
-            return self.builder_.call_te(
-                lambda x, p, t, o: lut_conv_int_compute(x, p, t, o, spec, x_zero=zero, **kw),
-                q, decode.args[0], table, oscale,
-                primfunc_name_hint="lut_conv_int",
-            )  # fmt: skip
-        return self.builder_.call_te(
-            lambda x, p, lv: lut_conv_compute(x, p, lv, spec, **kw),
-            call.args[0],
-            decode.args[0],
-            decode.args[1],
-            primfunc_name_hint="lut_conv",
+        return (
+            src.args[0],
+            relax.const(table, "int8"),
+            w_scale,
+            prim_float(src.args[1]),
+            prim_int(src.args[2]),
         )
 
 
