@@ -144,6 +144,7 @@ def test_zephyr_project_is_complete_and_its_model_compiles(tmp_path, model, boar
     assert "CONFIG_CONSOLE_GETCHAR=y" in (project / "prj.conf").read_text()
     assert (project / "boards" / f"{board}.conf").exists()
     assert "console_getchar" in (project / "src" / "main.c").read_text()
+    assert (project / "src" / "tvmq_protocol.h").exists()  # the shared request parser
     # Building needs Zephyr, which is not here: a clear refusal naming what is missing.
     proj_api = ProjectAPIClient(project)
     try:

@@ -123,6 +123,7 @@ class Handler:
         shutil.copy2(HERE / "microtvm_api_server.py", tmp / "microtvm_api_server.py")
         shutil.copy2(HERE / "boards.json", tmp / "boards.json")
         shutil.copy2(HERE / "src" / "driver.c", tmp / "src" / "driver.c")
+        shutil.copy2(HERE / "src" / "tvmq_protocol.h", tmp / "src" / "tvmq_protocol.h")
         for name in ("tvmq_model.c", "tvmq_model.h"):
             shutil.copy2(model / name, tmp / "model" / name)
         if BOARDS[board]["platform"] == "zephyr":

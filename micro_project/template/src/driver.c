@@ -17,6 +17,9 @@
 
 #include "tvmq_model.h"
 
+#define TVMQ_GETCHAR() getchar() /* EOF is negative */
+#include "tvmq_protocol.h"
+
 #ifdef TVMQ_SYSTICK
 #define SYST_CSR (*(volatile uint32_t*)0xE000E010)
 #define SYST_RVR (*(volatile uint32_t*)0xE000E014)
@@ -30,26 +33,6 @@
 static tvmq_input_t input[TVMQ_INPUT_SIZE];
 static tvmq_output_t output[TVMQ_OUTPUT_SIZE];
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-/* Reads a command word; returns 'R' (RUN), 'Q' (QUIT) or 0 at end of input. */
-static int read_command(void) {
-  const char* words[2] = {"RUN ", "QUIT"};
-  int pos[2] = {0, 0};
-  for (;;) {
-    int c = getchar();
-    if (c == EOF) return 0;
-    for (int w = 0; w < 2; ++w) {
-      pos[w] = (c == words[w][pos[w]]) ? pos[w] + 1 : (c == words[w][0]);
-      if (pos[w] == 4) return w == 0 ? 'R' : 'Q';
-    }
-  }
-}
-
 int main(void) {
 #ifdef TVMQ_SYSTICK
   /* picolibc's buffered stdin asks semihosting for a whole buffer and blocks until it is
@@ -59,24 +42,8 @@ int main(void) {
   SYST_CVR = 0;
   SYST_CSR = 5;
 #endif
-  uint8_t* in = (uint8_t*)input;
-  for (;;) {
-    int cmd = read_command();
-    if (cmd != 'R') break;
-    size_t n = 0;
-    int bad = 0;
-    for (;;) {
-      int hi = getchar();
-      if (hi == '\n' || hi == EOF) break;
-      int lo = getchar();
-      if (hexval(hi) < 0 || hexval(lo) < 0 || n >= sizeof(input)) {
-        bad = 1;
-        while (lo != '\n' && lo != EOF) lo = getchar();
-        break;
-      }
-      in[n++] = (uint8_t)(hexval(hi) << 4 | hexval(lo));
-    }
-    if (bad || n != sizeof(input)) {
+  while (tvmq_read_command() == 'R') {
+    if (tvmq_read_payload((uint8_t*)input, sizeof(input)) != 0) {
       printf("ERR input must be %u bytes of hex\n", (unsigned)sizeof(input));
       fflush(stdout);
       continue;

@@ -1,6 +1,6 @@
 /* tvmq on Zephyr: the same line protocol as src/driver.c over the Zephyr console.
  *
- * Host -> device:  "RUN <hex bytes of one input tensor>\n"  or  "QUIT\n"
+ * Host -> device: see tvmq_protocol.h (shared with the bare-metal driver).
  * Device -> host:  "OK <cycles> <hex bytes of the output tensor>\n" / "ERR <message>\n"
  * Cycles come from k_cycle_get_32() (the core clock on Cortex-M boards).
  */
@@ -12,46 +12,17 @@
 
 #include "tvmq_model.h"
 
+#define TVMQ_GETCHAR() console_getchar()
+#include "tvmq_protocol.h"
+
 static tvmq_input_t input[TVMQ_INPUT_SIZE];
 static tvmq_output_t output[TVMQ_OUTPUT_SIZE];
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-static int read_command(void) {
-  const char* words[2] = {"RUN ", "QUIT"};
-  int pos[2] = {0, 0};
-  for (;;) {
-    int c = console_getchar();
-    for (int w = 0; w < 2; ++w) {
-      pos[w] = (c == words[w][pos[w]]) ? pos[w] + 1 : (c == words[w][0]);
-      if (pos[w] == 4) return w == 0 ? 'R' : 'Q';
-    }
-  }
-}
 
 int main(void) {
   console_init();
   printk("tvmq ready\n");
-  uint8_t* in = (uint8_t*)input;
-  while (read_command() == 'R') {
-    size_t n = 0;
-    int bad = 0;
-    for (;;) {
-      int hi = console_getchar();
-      if (hi == '\n' || hi == '\r') break;
-      int lo = console_getchar();
-      if (hexval(hi) < 0 || hexval(lo) < 0 || n >= sizeof(input)) {
-        bad = 1;
-        while (lo != '\n' && lo != '\r') lo = console_getchar();
-        break;
-      }
-      in[n++] = (uint8_t)(hexval(hi) << 4 | hexval(lo));
-    }
-    if (bad || n != sizeof(input)) {
+  while (tvmq_read_command() == 'R') {
+    if (tvmq_read_payload((uint8_t*)input, sizeof(input)) != 0) {
       printk("ERR input must be %u bytes of hex\n", (unsigned)sizeof(input));
       continue;
     }
