@@ -29,6 +29,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
 
 from tvmq.kernels import (
+    ZP_FOLDED,
     int_level_table,
     lut_conv_compute,
     lut_conv_int_compute,
@@ -38,6 +39,7 @@ from tvmq.kernels import (
     qrange,
     quantize_multiplier,
     supports_integer,
+    zero_point_sums,
 )
 from tvmq.ops import (
     DEQUANTIZE_OP,
@@ -147,18 +149,23 @@ class _Legalizer(PyExprMutator):
         if integer is not None:
             q, table, w_scale, x_scale, x_zero = integer
             oscale = relax.const(out_scales(spec, w_scale, x_scale, out_ch), "float32")
+            zps = _zp_sums(decode, table, spec, transposed, kw, x_zero)
             if kw is None:
                 return self.builder_.call_te(
-                    lambda a, p, t, o: lut_matmul_int_compute(
-                        a, p, t, o, spec, x_zero=x_zero, transposed=transposed
+                    lambda a, p, t, o, z: lut_matmul_int_compute(
+                        a, p, t, o, spec, x_zero=x_zero, transposed=transposed, zp_sums=z
                     ),
-                    q, decode.args[0], table, oscale,
+                    q, decode.args[0], table, oscale, zps,
                     primfunc_name_hint="lut_matmul_int",
+                primfunc_attrs=_OUT_EWISE,
                 )  # fmt: skip
             return self.builder_.call_te(
-                lambda a, p, t, o: lut_conv_int_compute(a, p, t, o, spec, x_zero=x_zero, **kw),
-                q, decode.args[0], table, oscale,
+                lambda a, p, t, o, z: lut_conv_int_compute(
+                    a, p, t, o, spec, x_zero=x_zero, zp_sums=z, **kw
+                ),
+                q, decode.args[0], table, oscale, zps,
                 primfunc_name_hint="lut_conv_int",
+                primfunc_attrs=_OUT_EWISE,
             )  # fmt: skip
         if kw is None:
             return self.builder_.call_te(
@@ -224,7 +231,12 @@ class _Legalizer(PyExprMutator):
             lo = max(lo, z_out)
         if act == "relu6":
             hi = min(hi, z_out + int(np.floor(6.0 / s_out + 0.5)))
-        bias_q = np.round(bias_vec / acc_scale).astype(np.int32)
+        bias_q = np.round(bias_vec / acc_scale).astype(np.int64)
+        # the zero-point term of the raw-code sum folds into the bias (no kernel stage)
+        bias_q = bias_q + _zp_sums(decode, table, spec, transposed, kw, x_zero, as_numpy=True)
+        if np.abs(bias_q).max(initial=0) >= 2**31:
+            return None  # keep the float epilogue rather than overflow
+        bias_q = bias_q.astype(np.int32)
         mult, shift = quantize_multiplier(acc_scale / s_out)
         consts = [
             relax.const(bias_q, "int32"),
@@ -236,17 +248,20 @@ class _Legalizer(PyExprMutator):
             return self.builder_.call_te(
                 lambda a, p, t, b, m, s: lut_matmul_int_compute(
                     a, p, t, None, spec, x_zero=x_zero, transposed=transposed,
-                    requant=(b, m, s, *req),
+                    requant=(b, m, s, *req), zp_sums=ZP_FOLDED,
                 ),
                 q, decode.args[0], table, *consts,
                 primfunc_name_hint="lut_matmul_int_requant",
+                primfunc_attrs=_OUT_EWISE,
             )  # fmt: skip
         return self.builder_.call_te(
             lambda a, p, t, b, m, s: lut_conv_int_compute(
-                a, p, t, None, spec, x_zero=x_zero, requant=(b, m, s, *req), **kw
+                a, p, t, None, spec, x_zero=x_zero, requant=(b, m, s, *req), zp_sums=ZP_FOLDED,
+                **kw,
             ),
             q, decode.args[0], table, *consts,
             primfunc_name_hint="lut_conv_int_requant",
+                primfunc_attrs=_OUT_EWISE,
         )  # fmt: skip
 
     def _integer_args(self, x, decode, spec):
@@ -265,6 +280,21 @@ class _Legalizer(PyExprMutator):
             prim_float(src.args[1]),
             prim_int(src.args[2]),
         )
+
+
+# The integer kernels have several stages (decode, accumulate, epilogue), which TVM's
+# pattern analysis calls opaque; they are a reduction whose output takes elementwise
+# epilogues (bias, ReLU), so say so and let FuseOps fuse those into them.
+_OUT_EWISE = {"op_pattern": 4}
+
+
+def _zp_sums(decode, table, spec, transposed, kw, x_zero, as_numpy=False):
+    """The constant zero-point sums of a layer (:func:`zero_point_sums`)."""
+    out_axis = (0 if transposed else 1) if kw is None else kw["kernel_layout"].index("O")
+    sums = zero_point_sums(
+        decode.args[0].value.numpy(), table.value.numpy(), spec, out_axis, x_zero
+    )
+    return sums.astype(np.int64) if as_numpy else relax.const(sums, "int32")
 
 
 def _conv_kwargs(attrs) -> dict:

@@ -10,7 +10,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODELS = SHARED / "models" / "mlperf_tiny"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mlperf_model():
     """Path of an MLPerf Tiny model in ../shared, or skip with the reason."""
 

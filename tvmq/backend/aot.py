@@ -119,6 +119,8 @@ class AotModel:
     output_shape: tuple[int, ...]
     output_dtype: str
     buffers: list[Buffer] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    """Kernel name of each call, in order (``TVMQ_AFTER_LAYER(i)`` follows call ``i``)."""
 
 
 def _c_array(name: str, arr: np.ndarray) -> str:
@@ -223,10 +225,15 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
         if kern.workspace:
             c_args.append(f"tvmq_arena + {offsets[f'__ws{i}']}")
         body.append(f"  {kern.name}({', '.join(c_args)});")
+        body.append(f"  TVMQ_AFTER_LAYER({i});")
 
     in_dtype, out_dtype = str(inp.ty.dtype), str(out_var.ty.dtype)
     lines.append(C_PRELUDE)
     lines.append('#include "tvmq_model.h"\n')
+    lines.append(
+        "/* Profiling hook after each kernel call (e.g. read a cycle counter). */\n"
+        "#ifndef TVMQ_AFTER_LAYER\n#define TVMQ_AFTER_LAYER(i) ((void)0)\n#endif\n"
+    )
     for name in used_kernels:
         lines.append("static " + kernels[name].source)
     for cname, arr in consts.items():
@@ -249,6 +256,10 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
         f"#define TVMQ_INPUT_SIZE {math.prod(in_shape)}\n"
         f"#define TVMQ_OUTPUT_SIZE {math.prod(out_shape)}\n"
         f"#define TVMQ_ARENA_BYTES {arena}\n"
+        f"#define TVMQ_LAYERS {len(calls)}\n"
+        "/* Define TVMQ_PROFILE to have tvmq_model_run call tvmq_layer_mark(i) after kernel i. */\n"
+        "#ifdef TVMQ_PROFILE\nvoid tvmq_layer_mark(int i);\n"
+        "#define TVMQ_AFTER_LAYER(i) tvmq_layer_mark(i)\n#endif\n"
         f"#define TVMQ_CONST_BYTES {const_bytes}\n"
         f"typedef {ctype(in_dtype)} tvmq_input_t;\ntypedef {ctype(out_dtype)} tvmq_output_t;\n"
         f"int tvmq_model_run(const {ctype(in_dtype)}* input, {ctype(out_dtype)}* output);\n"
@@ -265,4 +276,5 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
         output_shape=out_shape,
         output_dtype=out_dtype,
         buffers=buffers,
+        layers=[kern.name for _, kern, _ in calls],
     )

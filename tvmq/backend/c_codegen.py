@@ -8,8 +8,9 @@ legalizers that assert it ran) and prints the result itself::
     void fused_lut_conv_int_add_relu_quantize1(const int8_t* restrict lv1,
         const uint8_t* restrict param_0, ..., int8_t* restrict out, uint8_t* restrict ws);
 
-The last parameter of a function that needs scratch memory (``alloc_buffer`` stages of an
-untuned schedule) is a workspace pointer; :func:`workspace_bytes` says how large, and the
+Scratch buffers of at most :data:`LOCAL_MAX_BYTES` are C locals. The last parameter of a
+function that needs more scratch memory (``alloc_buffer`` stages of an untuned schedule) is
+a workspace pointer; :func:`workspace_bytes` says how large, and the
 AOT executor places it in the static arena. Inputs are ``const``; the last tensor
 parameter is the output. Code generation is controlled, never regex-patched: an unknown TIR
 node raises :class:`CodegenError` naming it.
@@ -21,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import tvm
+import tvm_ffi
 from tvm import tirx
 
 from ..errors import TvmqError
@@ -66,6 +68,9 @@ _CALLS = {
 }
 _MATH = {"floor": "floor", "ceil": "ceil", "fabs": "fabs", "exp": "exp"}
 ALIGN = 16
+LOCAL_MAX_BYTES = 256
+"""Scratch buffers up to this size are C locals (an accumulator becomes a register);
+larger ones live in the workspace the AOT executor places in its arena."""
 
 
 class CodegenError(TvmqError):
@@ -205,6 +210,16 @@ class _Printer:
             for x in s.seq:
                 self.stmt(x, depth)
         elif kind == "For":
+            dot = _dot_pattern(s)
+            if dot is not None:
+                acc, a, b = dot
+                store = f"{self.buf(acc.buffer)}[{self.index(acc.indices)}]"
+                self.emit(
+                    f"{store} = tvmq_dot_s8(&{self.buf(a[0])}[{self.expr(a[1])}], "
+                    f"&{self.buf(b[0])}[{self.expr(b[1])}], {self.expr(s.extent)}, {store});",
+                    depth,
+                )
+                return
             v = self.name(s.loop_var)
             t = ctype(dtype_of(s.loop_var))
             lo, ext = self.expr(s.min), self.expr(s.extent)
@@ -240,6 +255,10 @@ class _Printer:
             numel = math.prod(int(x) for x in b.shape)
             nbytes = numel * tvm.DataType(str(b.dtype)).bits // 8
             name = self.name(b, b.name)
+            self.buffers[b] = name
+            if nbytes <= LOCAL_MAX_BYTES:  # scalars and small tiles: locals (registers)
+                self.emit(f"{ctype(b.dtype)} {name}[{numel}];", depth)
+                return
             self.emit(
                 f"{ctype(b.dtype)}* restrict {name} = ({ctype(b.dtype)}*)({self.ws_name} + "
                 f"{self.workspace});",
@@ -254,6 +273,71 @@ class _Printer:
             self.emit(f"{self.expr(value)};", depth)
         else:
             raise CodegenError(f"TIR statement {kind} has no plain-C form")
+
+
+def _uses(expr, var) -> bool:
+    return any(v.same_as(var) for v in tirx.analysis.undefined_vars(expr))
+
+
+def _unit_stride_base(indices, var):
+    """``base`` when the flat index is ``base + var`` (``base`` free of ``var``), else None."""
+    if len(indices) != 1:
+        return None
+    e = indices[0]
+    if e.same_as(var):
+        return tirx.const(0, dtype_of(var))
+    if type(e).__name__ == "Add":
+        for base, v in ((e.a, e.b), (e.b, e.a)):
+            if v.same_as(var) and not _uses(base, var):
+                return base
+    return None
+
+
+def _int8_load(e, var):
+    """``(buffer, base)`` for ``int32(x[base + var])`` with int8 ``x``, else None."""
+    if type(e).__name__ != "Cast" or dtype_of(e) != "int32":
+        return None
+    load = e.value
+    if type(load).__name__ not in ("BufferLoad", "TensorLoad") or dtype_of(load) != "int8":
+        return None
+    base = _unit_stride_base(load.indices, var)
+    if base is None:
+        return None
+    return (load.buffer if type(load).__name__ == "BufferLoad" else load.source), base
+
+
+def _dot_pattern(loop):
+    """Instruction selection for an int8 dot product (the LUT kernels' inner loop)::
+
+        for k in range(n): acc[i] = acc[i] + int32(a[p + k]) * int32(b[q + k])
+
+    becomes ``acc[i] = tvmq_dot_s8(&a[p], &b[q], n, acc[i])`` (SMLAD on Cortex-M cores
+    with the DSP extension, see :data:`C_PRELUDE`). Returns ``(store, a, b)`` or None."""
+    body, var = loop.body, loop.loop_var
+    if type(body).__name__ != "BufferStore" or not _is_zero(loop.min):
+        return None
+    if dtype_of(body.value) != "int32" or type(body.value).__name__ != "Add":
+        return None
+    if any(_uses(i, var) for i in body.indices):
+        return None
+    add = body.value
+    for acc, prod in ((add.a, add.b), (add.b, add.a)):
+        kind = type(acc).__name__
+        if kind not in ("BufferLoad", "TensorLoad") or type(prod).__name__ != "Mul":
+            continue
+        src = acc.buffer if kind == "BufferLoad" else acc.source
+        if not src.same_as(body.buffer) or len(acc.indices) != len(body.indices):
+            continue
+        if not all(tvm_ffi.structural_equal(x, y) for x, y in zip(acc.indices, body.indices)):
+            continue
+        a, b = _int8_load(prod.a, var), _int8_load(prod.b, var)
+        if a is not None and b is not None:
+            return body, a, b
+    return None
+
+
+def _is_zero(e) -> bool:
+    return type(e).__name__ == "IntImm" and int(e.value) == 0
 
 
 def print_function(name: str, func: tirx.PrimFunc) -> CFunction:
@@ -296,8 +380,14 @@ def lower_for_c(mod: tvm.IRModule) -> tvm.IRModule:
         return pipeline(tvm.IRModule(funcs))
 
 
-def generate_c(mod: tvm.IRModule) -> list[CFunction]:
-    """Plain C for every PrimFunc of ``mod`` (e.g. :meth:`QuantizedModel.fused`), sorted by name."""
+def generate_c(mod: tvm.IRModule, schedule: bool = True) -> list[CFunction]:
+    """Plain C for every PrimFunc of ``mod`` (e.g. :meth:`QuantizedModel.fused`), sorted by
+    name; with ``schedule`` the integer kernels get the MCU schedule first
+    (:func:`tvmq.backend.schedule.schedule_mcu`)."""
+    if schedule:
+        from .schedule import schedule_mcu
+
+        mod = schedule_mcu(mod)
     lowered = lower_for_c(mod)
     return [print_function(gv.name_hint, f) for gv, f in sorted(
         lowered.functions_items(), key=lambda kv: kv[0].name_hint
@@ -307,4 +397,24 @@ def generate_c(mod: tvm.IRModule) -> list[CFunction]:
 C_PRELUDE = """/* Generated by tvmq: plain C, no TVM runtime. */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#endif
+
+/* acc + sum(a[i] * b[i]) over int8: two SMLADs per four pairs where the core has them. */
+static inline int32_t tvmq_dot_s8(const int8_t* a, const int8_t* b, int32_t n, int32_t acc) {
+  int32_t i = 0;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+  for (; i + 4 <= n; i += 4) {
+    uint32_t x, y;
+    memcpy(&x, a + i, 4);
+    memcpy(&y, b + i, 4);
+    acc = __smlad(__sxtb16(x), __sxtb16(y), acc);
+    acc = __smlad(__sxtb16((x >> 8) | (x << 24)), __sxtb16((y >> 8) | (y << 24)), acc);
+  }
+#endif
+  for (; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
+  return acc;
+}
 """

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +106,16 @@ _MAIN = r"""
 %(inputs)s
 static tvmq_output_t out[TVMQ_OUTPUT_SIZE];
 
+/* Per-layer profile: the executor calls tvmq_layer_mark(i) after kernel i. */
+static volatile int profiling;
+static uint32_t layer_t0, layer_ticks[%(n_layers)d];
+void tvmq_layer_mark(int i) {
+  if (!profiling) return;
+  uint32_t t = SYST_CVR;
+  layer_ticks[i] = (layer_t0 - t) & 0xFFFFFF;
+  layer_t0 = SYST_CVR;
+}
+
 /* Stack high-water mark: paint the free RAM between the end of bss and the stack pointer,
  * run, and find the lowest word the stack overwrote (picolibc's linker script symbols). */
 extern char __end[], __stack[];
@@ -143,6 +153,13 @@ int main(void) {
     for (unsigned i = 0; i < sizeof(out); ++i) printf("%%02x", b[i]);
     printf("\n");
   }
+  /* one more inference, profiled layer by layer */
+  profiling = 1;
+  layer_t0 = SYST_CVR;
+  tvmq_model_run((const tvmq_input_t*)samples, out);
+  profiling = 0;
+  for (int i = 0; i < %(n_layers)d; ++i)
+    printf("LAYER %%d ticks %%lu\n", i, (unsigned long)layer_ticks[i]);
   fflush(stdout);
   exit(0);
 }
@@ -161,6 +178,9 @@ class DeviceResult:
     ram_bytes: int
     stack_bytes: int
     log: str
+    layer_instructions: list[int] = field(default_factory=list)
+    """Instructions per kernel call (``aot.layers``), from one profiled inference; each
+    includes the few instructions of the profiling hook and has one-tick resolution."""
 
 
 def build_elf(aot, inputs: np.ndarray, workdir: Path, board_name: str = DEFAULT_BOARD) -> Path:
@@ -178,11 +198,16 @@ def build_elf(aot, inputs: np.ndarray, workdir: Path, board_name: str = DEFAULT_
     (workdir / "tvmq_model.c").write_text(aot.source)
     (workdir / "tvmq_model.h").write_text(aot.header)
     (workdir / "main.c").write_text(
-        _MAIN % {"inputs": _hex_array("samples", inputs), "n": inputs.shape[0]}
+        _MAIN
+        % {
+            "inputs": _hex_array("samples", inputs),
+            "n": inputs.shape[0],
+            "n_layers": max(1, len(getattr(aot, "layers", []))),
+        }
     )
     elf = workdir / f"tvmq_{b.machine}.elf"
     cmd = [
-        gcc, *COMMON_FLAGS, *link_flags(b),
+        gcc, *COMMON_FLAGS, "-DTVMQ_PROFILE", *link_flags(b),
         str(workdir / "main.c"), str(workdir / "tvmq_model.c"), "-o", str(elf), "-lm",
     ]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -249,4 +274,8 @@ def run_on_device(
     stack = re.search(r"^STACK (\d+) rc 0$", log, re.M)
     if stack is None:
         raise TvmqError(f"device did not report its stack use; log tail:\n{log[-2000:]}")
-    return DeviceResult(np.stack(outs), counts, flash, ram, int(stack.group(1)), log)
+    layers = [
+        round(int(m.group(2)) * b.instructions_per_tick)
+        for m in re.finditer(r"^LAYER (\d+) ticks (\d+)$", log, re.M)
+    ]
+    return DeviceResult(np.stack(outs), counts, flash, ram, int(stack.group(1)), log, layers)

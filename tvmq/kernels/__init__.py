@@ -17,6 +17,7 @@ from .activation import (
 from .conv import lut_conv_compute, lut_conv_reference
 from .decode import LutWeight, lut_decode_compute, lut_decode_reference
 from .integer import (
+    ZP_FOLDED,
     int_level_table,
     lut_conv_int_compute,
     lut_int_reference,
@@ -24,11 +25,13 @@ from .integer import (
     out_scales,
     snap_levels,
     supports_integer,
+    zero_point_sums,
 )
 from .matmul import lut_matmul_compute, lut_matmul_reference
 from .requantize import quantize_multiplier, requantize_reference
 
 __all__ = [
+    "ZP_FOLDED",
     "LutWeight",
     "dequantize_compute",
     "dequantize_reference",
@@ -50,4 +53,5 @@ __all__ = [
     "requantize_reference",
     "snap_levels",
     "supports_integer",
+    "zero_point_sums",
 ]

@@ -19,10 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from .conv import conv_loops, lut_conv_reference
-from .decode import LutWeight
+from .decode import LutWeight, lut_decode_reference
 from .requantize import requantize_expr
 
 TABLE_MAX = 127
+ZP_FOLDED = "folded"
+"""``zp_sums`` value saying the caller folded the zero-point term into the requantize bias."""
 
 
 def int_level_table(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,14 +54,72 @@ def supports_integer(spec: LutWeight) -> bool:
     return spec.group_size is None
 
 
-def _int_value(spec: LutWeight, packed, table, idx):
-    return table[spec.group_of(idx), spec.code_expr(packed, idx)].astype("int32")
+def decode_int_compute(packed, table, spec: LutWeight):
+    """TE stage ``lut_decode_int``: the int8 weight ``T[g, code]`` in the kernel's layout.
 
-
-def _epilogue(a, oscale, requant, c_pos: int, name: str):
-    """float32 ``acc * oscale[o]``, or int8 fixed-point requantize when ``requant`` =
-    ``(bias_q, mult, shift, out_zero, lo, hi)`` (see :mod:`tvmq.kernels.requantize`)."""
+    A separate stage rather than an expression inside the reduction, so a schedule can
+    decode each output channel's weights once into scratch (:mod:`tvmq.backend.schedule`)
+    instead of once per multiply-accumulate.
+    """
     from tvm import te
+
+    return te.compute(
+        spec.shape,
+        lambda *i: table[spec.group_of(i), spec.code_expr(packed, i)],
+        name="lut_decode_int",
+    )
+
+
+def zero_point_sums(packed, table, spec: LutWeight, out_axis: int, x_zero: int) -> np.ndarray:
+    """numpy int32 ``-x_zero * sum(w[o])`` per output channel (``w = T[g, code]``).
+
+    The integer kernels multiply raw int8 activation codes; adding this term per output
+    channel gives ``sum((x - x_zero) * w)`` exactly (padding with ``x_zero`` makes padded
+    terms cancel too). Callers that know the weights (the legalizer) pass it as a constant
+    so the kernel has no extra stage; see :func:`lut_matmul_int_compute`.
+    """
+    w = lut_decode_reference(packed, np.asarray(table, np.float32), spec).astype(np.int64)
+    axes = tuple(d for d in range(w.ndim) if d != out_axis)
+    return (-int(x_zero) * w.sum(axis=axes)).astype(np.int32)
+
+
+def _zero_point_term(packed, table, spec: LutWeight, out_axis: int, x_zero: int, sums):
+    """The per-channel zero-point term as a function of ``o``: a read of ``sums`` (a TE
+    tensor from the caller), None for :data:`ZP_FOLDED` or ``x_zero == 0``, else a TE
+    stage ``lut_wsum`` computing it from the codes. (TE's reduction ``init`` would be the
+    natural place, but ``te.create_prim_func`` drops it in TVM 0.27.)"""
+    from tvm import te
+
+    if isinstance(sums, str) and sums == ZP_FOLDED:
+        return None
+    if sums is not None:
+        return lambda o: sums[o]
+    if x_zero == 0:
+        return None
+    red = [te.reduce_axis((0, int(n)), name=f"s{d}") for d, n in enumerate(spec.shape)]
+
+    def wsum(o):
+        idx = tuple(o if d == out_axis else red[d] for d in range(len(spec.shape)))
+        value = table[spec.group_of(idx), spec.code_expr(packed, idx)].astype("int32")
+        return te.sum(value * (-x_zero), axis=[r for d, r in enumerate(red) if d != out_axis])
+
+    ws = te.compute((spec.shape[out_axis],), wsum, name="lut_wsum")
+    return lambda o: ws[o]
+
+
+def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
+    """float32 ``acc * oscale[o]``, or int8 fixed-point requantize when ``requant`` =
+    ``(bias_q, mult, shift, out_zero, lo, hi)`` (see :mod:`tvmq.kernels.requantize`).
+    ``zp(o)`` is the zero-point term added to the raw accumulator first."""
+    from tvm import te
+
+    if zp is not None:
+        raw = a
+
+        def a(*i):
+            return zp(i[c_pos]) + raw(*i)  # wsum first: TE orders stages by first use
+
+        a.shape = raw.shape
 
     if requant is None:
         return te.compute(a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name=name)
@@ -71,49 +131,77 @@ def _epilogue(a, oscale, requant, c_pos: int, name: str):
     )
 
 
+def _acc_attrs(c_pos: int, reduce_order, depthwise: bool) -> dict:
+    """Block annotations the MCU schedule reads (:mod:`tvmq.backend.schedule`)."""
+    return {
+        "tvmq.channel_axis": c_pos,
+        "tvmq.reduce_order": list(reduce_order),
+        "tvmq.depthwise": int(depthwise),
+    }
+
+
 def lut_matmul_int_compute(
-    q, packed, table, oscale, spec: LutWeight, *, x_zero: int, transposed, requant=None
-):
+    q, packed, table, oscale, spec: LutWeight, *, x_zero: int, transposed, requant=None,
+    zp_sums=None,
+):  # fmt: skip
     """TE: ``y[..., n] = oscale[n] * sum_k (q[..., k] - x_zero) * T[g, code(k, n)]``, or
-    with ``requant`` the int8 codes of the requantized sum (``oscale`` unused)."""
+    with ``requant`` the int8 codes of the requantized sum (``oscale`` unused).
+
+    The sum runs over raw codes ``q * T``; the zero-point term comes from ``zp_sums`` (an
+    int32 tensor of :func:`zero_point_sums`) when given, else from a TE stage. The decode
+    is a stage of its own (``lut_decode_int``); the accumulator block carries the
+    annotations :mod:`tvmq.backend.schedule` reads."""
     from tvm import te
 
     n_out = spec.shape[0] if transposed else spec.shape[1]
     k_dim = spec.shape[1] if transposed else spec.shape[0]
     k = te.reduce_axis((0, k_dim), name="k")
+    wdec = decode_int_compute(packed, table, spec)
+
+    zp = _zero_point_term(packed, table, spec, 0 if transposed else 1, x_zero, zp_sums)
 
     def acc(*idx):
         *lead, n = idx
         widx = (n, k) if transposed else (k, n)
-        return te.sum(
-            (q[(*lead, k)].astype("int32") - x_zero) * _int_value(spec, packed, table, widx),
-            axis=k,
-        )
+        prod = q[(*lead, k)].astype("int32") * wdec[widx].astype("int32")
+        return te.sum(prod, axis=k)
 
-    a = te.compute((*q.shape[:-1], n_out), acc, name="lut_matmul_acc")
-    return _epilogue(a, oscale, requant, len(a.shape) - 1, "lut_matmul_int")
+    c_pos = len(q.shape) - 1
+    a = te.compute(
+        (*q.shape[:-1], n_out), acc, name="lut_matmul_acc", attrs=_acc_attrs(c_pos, [0], False)
+    )
+    return _epilogue(a, oscale, requant, c_pos, "lut_matmul_int", zp)
 
 
 def lut_conv_int_compute(
     q, packed, table, oscale, spec: LutWeight, *, x_zero: int, strides, padding, dilation,
-    groups: int, data_layout: str, kernel_layout: str, requant=None,
+    groups: int, data_layout: str, kernel_layout: str, requant=None, zp_sums=None,
 ):  # fmt: skip
     """TE: integer convolution; padding uses ``x_zero`` so padded terms vanish. With
-    ``requant`` the output is int8 codes (see :func:`lut_matmul_int_compute`)."""
+    ``requant`` the output is int8 codes (see :func:`lut_matmul_int_compute`, also for
+    ``zp_sums``)."""
     from tvm import te
 
     qp, out_shape, indices, axes = conv_loops(
         q, spec, strides=strides, padding=padding, dilation=dilation, groups=groups,
         data_layout=data_layout, kernel_layout=kernel_layout, pad_value=x_zero,
     )  # fmt: skip
+    wdec = decode_int_compute(packed, table, spec)
+    c_pos = data_layout.index("C")
+    zp = _zero_point_term(packed, table, spec, kernel_layout.index("O"), x_zero, zp_sums)
 
     def acc(*o):
         xi, wi = indices(o)
-        xv = qp[xi].astype("int32") - x_zero
-        return te.sum(xv * _int_value(spec, packed, table, wi), axis=axes)
+        prod = qp[xi].astype("int32") * wdec[wi].astype("int32")
+        return te.sum(prod, axis=axes)
 
-    a = te.compute(out_shape, acc, name="lut_conv_acc")
-    return _epilogue(a, oscale, requant, data_layout.index("C"), "lut_conv_int")
+    # reduce axes are [C, *spatial]; walk them in data-layout order (contiguous last)
+    letters = ["C", *[c for c in data_layout if c not in "NC"]]
+    order = sorted(range(len(letters)), key=lambda i: data_layout.index(letters[i]))
+    in_per_group = spec.shape[kernel_layout.index("I")]
+    attrs = _acc_attrs(c_pos, order, depthwise=in_per_group == 1 and groups > 1)
+    a = te.compute(out_shape, acc, name="lut_conv_acc", attrs=attrs)
+    return _epilogue(a, oscale, requant, c_pos, "lut_conv_int", zp)
 
 
 def lut_int_reference(

@@ -1,0 +1,103 @@
+"""A hand-written schedule for the integer LUT kernels on single-core microcontrollers.
+
+TE's default schedule materializes every stage over its whole shape: the int32
+accumulator, each epilogue step and the decoded weight become workspace tensors, and the
+packed codes are decoded again for every multiply-accumulate. For an MCU this costs both
+RAM and instructions. :func:`schedule_mcu` rewrites every kernel that carries the
+annotations of :mod:`tvmq.kernels.integer` (block ``*_acc``) as
+
+    for o in output channels:              # channel loop first
+        w[:] = decode(codes of channel o)   # lut_decode_int: once per channel, scratch
+        wsum = sum(w)                       # lut_wsum (when the input zero point != 0)
+        [pad the channel's input]           # depthwise only
+        for each output pixel:
+            acc = 0                         # a scalar: compacted to one element
+            for reduction (contiguous innermost): acc += x * w
+            y = epilogue(acc - z * wsum)    # requantize / float scale, bias, ReLU, ...
+
+Every transform is a TVM schedule primitive, so the result is checked by TVM's own
+dependence analysis, and the C printer needs nothing special. A primitive that does not
+apply (an unusual fused epilogue, say) is skipped: the kernel stays correct, only slower.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import tirx
+from tvm.s_tir import Schedule, ScheduleError
+
+ANNOTATION = "tvmq.channel_axis"
+
+
+def _annotated_acc(sch: Schedule):
+    root = sch.get_sblock("root")
+    for blk in sch.get_child_blocks(root):
+        if ANNOTATION in sch.get(blk).annotations:
+            yield blk
+
+
+def _try(fn, *args, **kwargs) -> bool:
+    try:
+        fn(*args, **kwargs)
+        return True
+    except ScheduleError as err:
+        import os
+
+        if os.environ.get("TVMQ_DEBUG_SCHEDULE"):
+            print(str(err).splitlines()[-1])
+        return False
+
+
+def _schedule_acc(sch: Schedule, acc) -> None:
+    block = sch.get(acc)
+    ann = block.annotations
+    c_pos = int(ann[ANNOTATION])
+    order = [int(i) for i in ann["tvmq.reduce_order"]]
+    depthwise = bool(int(ann["tvmq.depthwise"]))
+    loops = sch.get_loops(acc)
+    n_sp = sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
+    spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
+    chan = spatial[c_pos]
+    others = [lp for i, lp in enumerate(spatial) if i != c_pos]
+    sch.reorder(chan, *others, *[reduce[i] for i in order])
+    inner = others[-1] if others else chan
+
+    # Producers of the accumulator: the decoded weight per channel, the padded input per
+    # channel when the conv is depthwise; the zero-point weight sums beside them.
+    for prod in sch.get_producers(acc):
+        name = sch.get(prod).name_hint
+        if name == "lut_decode_int" or (depthwise and name.startswith("pad")):
+            _try(sch.compute_at, prod, chan, preserve_unit_loops=True)
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint == "lut_wsum":
+            _try(sch.compute_at, blk, chan, preserve_unit_loops=True)
+
+    # Epilogue blocks (everything after the accumulator) move under the pixel loop.
+    consumers = list(sch.get_consumers(acc))
+    while consumers:
+        blk = consumers.pop(0)
+        if _try(sch.reverse_compute_at, blk, inner, preserve_unit_loops=True):
+            consumers.extend(sch.get_consumers(blk))
+    if reduce:
+        _try(sch.decompose_reduction, acc, sch.get_loops(acc)[n_sp])
+
+
+def schedule_primfunc(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """The MCU schedule of one PrimFunc (unchanged when it has no annotated kernel)."""
+    sch = Schedule(func)
+    try:
+        blocks = list(_annotated_acc(sch))
+    except ScheduleError:
+        return func
+    for acc in blocks:
+        _schedule_acc(sch, acc)
+    return sch.mod["main"]
+
+
+def schedule_mcu(mod: tvm.IRModule) -> tvm.IRModule:
+    """Apply :func:`schedule_primfunc` to every PrimFunc of ``mod`` (other functions kept)."""
+    out = {}
+    for gv, f in mod.functions_items():
+        out[gv] = schedule_primfunc(f) if isinstance(f, tirx.PrimFunc) else f
+    new = tvm.IRModule(out, attrs=mod.attrs)
+    return new
