@@ -5,7 +5,8 @@ TVM's default CPU pipeline runs ``FoldConstant`` right after ``LegalizeOps``. A
 arguments are all constants, and ``FoldConstant`` would evaluate it at build time, storing
 the float weight again. This pipeline keeps everything else (legalization, TIR op
 patterns, fusion of bias / ReLU / next-layer quantize into the LUT kernels, memory
-planning) and drops that one pass.
+planning) and drops that one pass; it also applies tvmq's schedule to the integer LUT
+kernels.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ def fusion_passes() -> list:
     ]
 
 
+def _schedule_integer_kernels() -> tvm.transform.Pass:
+    """The integer LUT kernels' schedule (:mod:`tvmq.backend.schedule`): decoding each
+    output channel's weights once instead of once per multiply-accumulate pays on any CPU,
+    not only on an MCU."""
+    from .backend.schedule import schedule_mcu
+
+    @tvm.transform.module_pass(opt_level=0, name="TvmqScheduleIntegerKernels")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        return schedule_mcu(mod)
+
+    return _pass
+
+
 def lut_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     """The full Relax pipeline for ``target`` (a CPU target), without ``FoldConstant``."""
 
@@ -35,6 +49,7 @@ def lut_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
             seq = tvm.transform.Sequential(
                 cpu.library_dispatch_passes(target)
                 + fusion_passes()
+                + [_schedule_integer_kernels()]
                 + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target)
             )
