@@ -69,5 +69,8 @@ def test_deploy_on_host_reports_agreement(tmp_path):
     report = json.loads(r.stdout)
     assert report["top1_agreement_with_host"] == 1.0 and report["max_abs_diff_vs_host"] < 1e-5
     assert report["arena_bytes"] > 0 and report["accuracy"] is None
+    # the binary's sizes come from the project's build step
+    assert report["ram_bytes"] >= report["arena_bytes"]
+    assert report["flash_bytes"] >= report["const_bytes"]
     r = run("deploy", str(path), "--config", "w4-kmeans", "--fixed-point")
     assert r.returncode == 1 and "--fixed-point needs" in r.stderr

@@ -155,6 +155,7 @@ def _cmd_deploy(args) -> int:
             y, n = s.run(x)
             outs.append(y)
             counts.append(n)
+        sizes = s.build_info.get("sizes", {})
     outs = np.stack(outs)
     host = np.stack([qm.build().run(x) for x in xs])
     agree = float(
@@ -173,6 +174,8 @@ def _cmd_deploy(args) -> int:
         "instructions_median": int(np.median(counts)),
         "const_bytes": aot.const_bytes,
         "arena_bytes": aot.arena_bytes,
+        "flash_bytes": sizes["text"] + sizes["data"] if sizes else None,
+        "ram_bytes": sizes["data"] + sizes["bss"] if sizes else None,
         "project_dir": str(project),
     }
     if args.json:
@@ -192,6 +195,13 @@ def _cmd_deploy(args) -> int:
     table.add_row("max |device - host| output difference", f"{report['max_abs_diff_vs_host']:.2e}")
     table.add_row("weights + tables (const)", f"{aot.const_bytes / 1024:.1f} KiB")
     table.add_row("activation arena", f"{aot.arena_bytes / 1024:.1f} KiB")
+    if report["flash_bytes"] is not None:
+        table.add_row(
+            "flash (text + data of the binary)", f"{report['flash_bytes'] / 1024:.1f} KiB"
+        )
+        table.add_row(
+            "static RAM (data + bss, arena included)", f"{report['ram_bytes'] / 1024:.1f} KiB"
+        )
     if args.board != "host":
         table.add_row("instructions per inference (median)", f"{report['instructions_median']:,}")
     table.add_row("project", str(project))

@@ -107,6 +107,8 @@ class Session:
         )
         self.api: ProjectAPIClient | None = None
         self._buf = b""
+        self.build_info: dict = {}
+        """What ``build`` reported: the binary and its ``sizes`` (text, data, bss bytes)."""
 
     def __enter__(self) -> Session:
         model = export_model(self.aot, self.project_dir.with_name(self.project_dir.name + ".model"))
@@ -123,7 +125,7 @@ class Session:
             template.close()
         self.api = ProjectAPIClient(self.project_dir, self.timeout)
         try:
-            self.api.call("build", options={"board": self.board})
+            self.build_info = self.api.call("build", options={"board": self.board}) or {}
             self.api.call("flash", options={"board": self.board})
             self.api.call("open_transport", options={"board": self.board})
         except BaseException:

@@ -70,6 +70,19 @@ def _tool(name: str, package: str) -> str:
     return path
 
 
+def _sizes(binary: Path, platform: str) -> dict:
+    """``{"text", "data", "bss"}`` bytes of a built binary (binutils ``size``); flash is
+    text + data, static RAM data + bss. Empty when ``size`` is missing."""
+    tool = shutil.which("arm-none-eabi-size" if platform == "qemu" else "size")
+    if tool is None:
+        return {}
+    res = subprocess.run([tool, str(binary)], capture_output=True, text=True)
+    if res.returncode != 0:
+        return {}
+    text, data, bss = (int(v) for v in res.stdout.splitlines()[1].split()[:3])
+    return {"text": text, "data": data, "bss": bss}
+
+
 class Handler:
     """The eight calls of the Project API."""
 
@@ -200,7 +213,8 @@ class Handler:
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise ProjectAPIError(f"build failed:\n{res.stderr[-3000:]}")
-        return {}
+        binary = self._binary(board, info)
+        return {"binary": str(binary), "sizes": _sizes(binary, info["platform"])}
 
     def _binary(self, board: str, info: dict) -> Path:
         name = "tvmq_host" if info["platform"] == "host" else f"tvmq_{board}.elf"
