@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks import bench_device, bench_schemes
+from benchmarks import bench_accuracy, bench_device, bench_schemes
 from tvmq.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,19 +20,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", type=Path, default=REPO.parent / "shared" / "models" / "mlperf_tiny"
     )
+    parser.add_argument(
+        "--fast", action="store_true", help="accuracy on 1,000 test images and a small grid"
+    )
+    parser.add_argument(
+        "--only", choices=["schemes", "device", "accuracy"], help="run one benchmark only"
+    )
     args = parser.parse_args(argv)
     console = Console()
     t0 = time.time()
-    res = bench_schemes.run(args.out, args.models)
-    if "skipped" in res:
-        console.print(f"[yellow]schemes benchmark skipped: {res['skipped']}[/]")
-    else:
-        console.print((args.out / "schemes.md").read_text())
-    with console.status("device cost on QEMU (KWS, IC ResNet-8; W8A8, W4A8, W2A8)..."):
-        dev = bench_device.run(args.out, args.models)
-    atomic_write_json(args.out / "device.json", dev)
-    atomic_write_text(args.out / "device.md", bench_device.markdown(dev))
-    console.print(bench_device.markdown(dev))
+    if args.only in (None, "schemes"):
+        res = bench_schemes.run(args.out, args.models)
+        if "skipped" in res:
+            console.print(f"[yellow]schemes benchmark skipped: {res['skipped']}[/]")
+        else:
+            console.print((args.out / "schemes.md").read_text())
+    if args.only in (None, "device"):
+        with console.status("device cost on QEMU (KWS, IC ResNet-8; W8A8, W4A8, W2A8)..."):
+            dev = bench_device.run(args.out, args.models)
+        atomic_write_json(args.out / "device.json", dev)
+        atomic_write_text(args.out / "device.md", bench_device.markdown(dev))
+        console.print(bench_device.markdown(dev))
+    if args.only in (None, "accuracy"):
+        from rich.progress import Progress
+
+        grid = len(bench_accuracy._grid(args.fast))
+        with Progress(console=console) as bar:
+            task = bar.add_task("PTQ accuracy (shipped models)", total=grid)
+            acc = bench_accuracy.run(args.out, args.fast, progress=lambda: bar.advance(task))
+        atomic_write_json(args.out / "accuracy.json", acc)
+        atomic_write_text(args.out / "accuracy.md", bench_accuracy.markdown(acc))
+        console.print(bench_accuracy.markdown(acc))
     console.print(f"bench_results written to {args.out} in {time.time() - t0:.0f} s")
     return 0
 
