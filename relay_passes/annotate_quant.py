@@ -138,11 +138,37 @@ class _Annotator(PyExprMutator):
         return relax.Call(new.op, [x, *new.args[1:]], new.attrs)
 
 
+def _refinable(cb) -> bool:
+    return cb.scheme in ("kmeans", "quantile") and cb.group_size is None
+
+
+def _refine(cb, w: np.ndarray, site, rows: np.ndarray, ridge: float):
+    """``(codebook with refined levels, codes in w's layout)`` (:mod:`tvmq.ptq`)."""
+    import dataclasses
+
+    from tvmq.ptq import refine_levels
+    from tvmq.ptq.inputs import supported, weight_to_2d
+
+    how = supported(site)
+    w2d, back = weight_to_2d(w, how)
+    codes2d, _ = weight_to_2d(cb.encode(w), how)
+    groups = np.zeros(w2d.shape[0], np.int64) if cb.axis is None else np.arange(w2d.shape[0])
+    levels, codes2d = refine_levels(w2d, codes2d, cb.levels, groups, rows, ridge)
+    refined = dataclasses.replace(cb, levels=levels, thresholds=None)
+    return refined, back(codes2d)
+
+
 def annotate_quant(
-    mod: tvm.IRModule, config: QuantConfig | str | dict = "w4-kmeans"
+    mod: tvm.IRModule,
+    config: QuantConfig | str | dict = "w4-kmeans",
+    layer_inputs: dict[int, np.ndarray] | None = None,
 ) -> tuple[tvm.IRModule, list[LayerReport]]:
     """Annotate weights (and activations) as the module doc says; the work of
-    :class:`AnnotateQuant`. Returns the module and the per-layer report."""
+    :class:`AnnotateQuant`. Returns the module and the per-layer report.
+
+    ``layer_inputs`` (``{site index: calibration rows}``, :func:`tvmq.ptq.inputs.collect`)
+    turns on the layer-wise refinement of free-form codebooks
+    (:func:`tvmq.ptq.refine_levels`, ``config.ptq``)."""
     config = get_config(config)
     report: list[LayerReport] = []
     out = mod
@@ -174,7 +200,11 @@ def annotate_quant(
                 )  # fmt: skip
                 continue
             cb = scheme.fit(w)
-            packed, levels, spec = lut_decode_constants(cb, w)
+            codes, note = None, ""
+            if layer_inputs and i in layer_inputs and _refinable(cb):
+                cb, codes = _refine(cb, w, site, layer_inputs[i], config.ptq.ridge)
+                note = "levels refined on calibration data"
+            packed, levels, spec = lut_decode_constants(cb, w, codes)
             if act is not None:
                 act_bits[site.call] = act.bits
                 if spec.group_size is None:
@@ -189,6 +219,7 @@ def annotate_quant(
                     sqnr_db=sqnr_db(w, w_hat),
                     float_bytes=w.nbytes,
                     quant_bytes=int(packed.value.numpy().nbytes + levels.value.numpy().nbytes),
+                    note=note,
                 )
             )
         if replacements:

@@ -69,6 +69,38 @@ class ActivationConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class PTQConfig:
+    """Post-training steps that use calibration data beyond setting activation ranges.
+
+    Parameters
+    ----------
+    layerwise : bool
+        Refine each free-form codebook (k-means, quantile) on calibration data so the
+        layer's output error ``||W X - W_hat X||`` is minimal for the chosen codes (ridge
+        least squares per codebook, :func:`tvmq.ptq.refine_levels`). Dense and
+        ``groups=1`` convolution layers; others keep their weight-space codebook.
+    ridge : float
+        Pull toward the weight-space levels, relative to the mean curvature (0: plain
+        least squares; guards against overfitting a few hundred calibration samples).
+    max_rows : int
+        Calibration rows (samples x output pixels) per layer, sampled at random.
+    """
+
+    layerwise: bool = False
+    ridge: float = 0.05
+    max_rows: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.ridge < 0:
+            raise ConfigError(f"ridge must be >= 0, got {self.ridge}")
+        if self.max_rows < 16:
+            raise ConfigError(f"max_rows must be >= 16, got {self.max_rows}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True, kw_only=True)
 class QuantConfig:
     """How to quantize a model's weights.
@@ -91,6 +123,8 @@ class QuantConfig:
     activation : ActivationConfig or dict, optional
         Quantize the inputs of quantized layers (needs calibration data); None keeps
         activations in float32.
+    ptq : PTQConfig or dict
+        Post-training steps on calibration data (:class:`PTQConfig`); off by default.
     """
 
     weight: Any = field(default_factory=lambda: make_config("kmeans", bits=4))
@@ -99,9 +133,12 @@ class QuantConfig:
     overrides: tuple[tuple[str, dict], ...] = ()
     skip: tuple[str, ...] = ()
     activation: ActivationConfig | None = None
+    ptq: PTQConfig = field(default_factory=PTQConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight", make_config(self.weight))
+        if isinstance(self.ptq, dict):
+            object.__setattr__(self, "ptq", PTQConfig(**self.ptq))
         if isinstance(self.activation, dict):
             object.__setattr__(self, "activation", ActivationConfig(**self.activation))
         if self.granularity not in _GRANULARITIES:
@@ -153,6 +190,7 @@ class QuantConfig:
             "overrides": [[p, o] for p, o in self.overrides],
             "skip": list(self.skip),
             "activation": None if self.activation is None else self.activation.to_dict(),
+            "ptq": self.ptq.to_dict(),
         }
 
     @classmethod

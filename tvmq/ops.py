@@ -138,11 +138,13 @@ def lut_decode(packed: relax.Expr, levels: relax.Expr, spec: LutWeight) -> relax
 
 
 def lut_decode_constants(
-    cb: Codebook, weight: np.ndarray
+    cb: Codebook, weight: np.ndarray, codes: np.ndarray | None = None
 ) -> tuple[relax.Constant, relax.Constant, LutWeight]:
-    """Encode ``weight`` with ``cb``: packed-codes and levels constants, and their spec."""
+    """Encode ``weight`` with ``cb`` (or take ``codes`` as given): packed-codes and levels
+    constants, and their spec."""
     spec = LutWeight.from_codebook(cb, weight.shape)
-    packed = np.concatenate([pack(cb.encode(weight), cb.bits), np.zeros(1, np.uint8)])
+    codes = cb.encode(weight) if codes is None else codes
+    packed = np.concatenate([pack(codes, cb.bits), np.zeros(1, np.uint8)])
     return (
         relax.const(packed.astype(np.uint8), "uint8"),
         relax.const(np.ascontiguousarray(cb.levels, dtype=np.float32), "float32"),

@@ -176,7 +176,7 @@ def quantize(
     from .frontend.load import load_model
 
     cfg = get_config(config)
-    if cfg.activation is None and calib is not None:
+    if cfg.activation is None and calib is not None and not cfg.ptq.layerwise:
         raise TvmqError(
             "calibration data given, but the config keeps activations in float32 and has "
             "no use for it; pass calib=None or a config with activation=..."
@@ -189,7 +189,15 @@ def quantize(
     mod = model if isinstance(model, tvm.IRModule) else load_model(model)
     if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
         raise TvmqError("the module has no 'main' function")
-    annotated, report = annotate_quant(mod, cfg)
+    layer_inputs = None
+    if cfg.ptq.layerwise:
+        if calib is None:
+            raise TvmqError("ptq.layerwise needs calibration data: pass calib=")
+        from .ptq.inputs import collect
+
+        calib = list(calib)
+        layer_inputs = collect(mod, calib, cfg.ptq.max_rows)
+    annotated, report = annotate_quant(mod, cfg, layer_inputs)
     if cfg.activation is not None:
         annotated, _ = calibrate(annotated, calib, cfg.activation)
     return QuantizedModel(float_module=mod, annotated=annotated, config=cfg, layers=report)
