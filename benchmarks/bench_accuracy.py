@@ -22,17 +22,21 @@ from tvmq.frontend.load import load_model
 from tvmq.quantize import quantize
 
 SCHEMES = ("uniform", "kmeans", "quantile", "nf", "pot", "tfx")
-GRID_FULL = [(s, wb, ab) for wb in (8, 6, 5, 4, 3, 2) for ab in (8, wb) for s in SCHEMES]
-GRID_FAST = [(s, wb, ab) for s in ("uniform", "kmeans") for wb, ab in ((4, 8), (4, 4), (2, 8))]
+LOW_BITS = ((8, 8), (6, 6), (5, 5), (4, 8), (4, 4), (3, 8), (3, 3), (2, 8), (2, 2))
+# (scheme, weight bits, activation bits, layer-wise PTQ)
+GRID = (
+    [(s, wb, ab, False) for wb, ab in LOW_BITS for s in ("uniform", "kmeans")]
+    + [(s, wb, wb, False) for wb in (8, 6, 5, 4) for s in ("quantile", "nf", "pot", "tfx")]
+    + [("kmeans", wb, ab, True) for wb, ab in ((4, 4), (3, 3), (2, 8), (2, 2))]
+)
+GRID_FAST = [
+    ("uniform", 4, 8, False), ("kmeans", 4, 8, False), ("kmeans", 4, 4, False),
+    ("uniform", 2, 8, False), ("kmeans", 2, 8, False), ("kmeans", 2, 8, True),
+]  # fmt: skip
 
 
 def _grid(fast: bool):
-    seen, out = set(), []
-    for row in GRID_FAST if fast else GRID_FULL:
-        if row not in seen:
-            seen.add(row)
-            out.append(row)
-    return out
+    return GRID_FAST if fast else GRID
 
 
 def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
@@ -48,14 +52,19 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
         first = quantize(mod, QuantConfig(weight={"scheme": "uniform", "bits": 8}))
         float_acc = accuracy(first.run_float, x, y)
         rows = []
-        for scheme, wb, ab in _grid(fast):
+        for scheme, wb, ab, lw in _grid(fast):
             act = {"bits": ab} if ab else None
-            cfg = QuantConfig(weight={"scheme": scheme, "bits": wb}, activation=act)
+            cfg = QuantConfig(
+                weight={"scheme": scheme, "bits": wb}, activation=act, ptq={"layerwise": lw}
+            )
             try:
-                qm = quantize(mod, cfg, calib=calib if act else None).build()
+                qm = quantize(mod, cfg, calib=calib if (act or lw) else None).build()
                 acc = accuracy(qm.run, x, y)
             except Exception as exc:  # a scheme that cannot represent a layer: say so
-                rows.append({"scheme": scheme, "w_bits": wb, "a_bits": ab, "error": str(exc)})
+                rows.append(
+                    {"scheme": scheme, "w_bits": wb, "a_bits": ab, "layerwise": lw,
+                     "error": str(exc)}
+                )  # fmt: skip
                 continue
             rep = qm.report()
             n_w = sum(int(np.prod(r["shape"])) for r in rep["layers"] if "shape" in r) or None
@@ -64,6 +73,7 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
                     "scheme": scheme,
                     "w_bits": wb,
                     "a_bits": ab,
+                    "layerwise": lw,
                     "accuracy": acc,
                     "drop_points": 100 * (float_acc - acc),
                     "stderr_points": 100 * standard_error(acc, len(y)),
@@ -93,17 +103,18 @@ def markdown(results: dict) -> str:
             "",
             f"Float: {100 * m['float_accuracy']:.2f} %. Drop in points (± one standard error).",
             "",
-            "| scheme | W | A | accuracy % | drop | weight KiB | bits/weight |",
-            "|---|---|---|---|---|---|---|",
+            "| scheme | W | A | PTQ | accuracy % | drop | weight KiB | bits/weight |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in m["rows"]:
             if "error" in r:
-                lines.append(f"| {r['scheme']} | {r['w_bits']} | {r['a_bits']} | error: "
+                lines.append(f"| {r['scheme']} | {r['w_bits']} | {r['a_bits']} | | error: "
                              f"{r['error'][:60]} | | | |")  # fmt: skip
                 continue
             bpw = f"{r['bits_per_weight']:.2f}" if r["bits_per_weight"] else ""
             lines.append(
-                f"| {r['scheme']} | {r['w_bits']} | {r['a_bits']} | {100 * r['accuracy']:.2f} | "
+                f"| {r['scheme']} | {r['w_bits']} | {r['a_bits']} | "
+                f"{'layer-wise' if r['layerwise'] else ''} | {100 * r['accuracy']:.2f} | "
                 f"{r['drop_points']:+.2f} ± {r['stderr_points']:.2f} | "
                 f"{r['weight_bytes'] / 1024:.1f} | {bpw} |"
             )
