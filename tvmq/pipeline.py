@@ -40,15 +40,19 @@ def _schedule_integer_kernels() -> tvm.transform.Pass:
     return _pass
 
 
-def lut_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """The full Relax pipeline for ``target`` (a CPU target), without ``FoldConstant``."""
+def lut_pipeline(target: tvm.target.Target, tuning: str | None = None) -> tvm.transform.Pass:
+    """The full Relax pipeline for ``target`` (a CPU target), without ``FoldConstant``;
+    with ``tuning`` (a MetaSchedule work directory) the tuned schedules are applied first."""
 
     @tvm.transform.module_pass(opt_level=0, name="TvmqLutPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         with target:
+            # the database pass must be created under the target context
+            apply_db = [] if tuning is None else [relax.transform.MetaScheduleApplyDatabase(tuning)]
             seq = tvm.transform.Sequential(
                 cpu.library_dispatch_passes(target)
                 + fusion_passes()
+                + apply_db
                 + [_schedule_integer_kernels()]
                 + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target)

@@ -102,7 +102,8 @@ class QuantizedModel:
 
         from .pipeline import lut_pipeline
 
-        key = (kind, str(target))
+        tuning = getattr(self, "_tuning", None) if kind == "lut" else None
+        key = (kind, str(target), tuning)
         if key not in self._vms:
             mod = {
                 "lut": self.legalized,
@@ -111,14 +112,24 @@ class QuantizedModel:
             }[kind]()
             # Float and fake-quant modules take TVM's default pipeline; the LUT module must
             # not constant-fold (see tvmq.pipeline).
-            pipeline = lut_pipeline(target) if kind == "lut" else "default"
+            pipeline = lut_pipeline(target, tuning) if kind == "lut" else "default"
             exe = tvm.compile(mod, target=target, relax_pipeline=pipeline)
             self._vms[key] = relax.VirtualMachine(exe, tvm.cpu())
         return self._vms[key]
 
-    def build(self, target: str | dict = "llvm") -> QuantizedModel:
-        """Compile the LUT-kernel module for ``target``; returns ``self`` for chaining."""
+    def build(self, target: str | dict = "llvm", tuning: str | None = None) -> QuantizedModel:
+        """Compile the LUT-kernel module for ``target``; returns ``self`` for chaining.
+
+        ``tuning`` is a :func:`tvmq.tune.tune` work directory whose best schedules are
+        applied (kernels without a record keep tvmq's schedule)."""
+        if tuning is not None:
+            from .tune import has_database
+
+            if not has_database(tuning):
+                raise TvmqError(f"{tuning} holds no tuning database (run tvmq.tune first)")
+            tuning = str(tuning)
         self._target = _target(target)
+        self._tuning = tuning
         self._vm("lut", self._target)
         return self
 

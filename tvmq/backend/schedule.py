@@ -83,7 +83,10 @@ def _schedule_acc(sch: Schedule, acc) -> None:
 
 
 def schedule_primfunc(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """The MCU schedule of one PrimFunc (unchanged when it has no annotated kernel)."""
+    """The MCU schedule of one PrimFunc (unchanged when it has no annotated kernel or was
+    already scheduled, e.g. by MetaSchedule from a tuning database)."""
+    if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)):
+        return func
     sch = Schedule(func)
     try:
         blocks = list(_annotated_acc(sch))

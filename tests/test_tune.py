@@ -1,0 +1,73 @@
+"""MetaSchedule tuning of the LUT kernels: a small real run, its database, applying it."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tvm
+from test_integer_path import calib_batches
+from test_quantize_e2e import onnx_model
+from tvm import relax
+
+import tvmq
+from tvmq.config import get_config
+from tvmq.tune import has_database, host_target, tune
+
+
+def fixed(preset):
+    cfg = get_config(preset)
+    return dataclasses.replace(
+        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
+    )
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tune")
+    qm = tvmq.quantize(onnx_model(), fixed("w4-kmeans-a8"), calib=calib_batches(4))
+    seen = []
+    res = tune(qm, work, trials=6, per_iter=3, progress=lambda *a: seen.append(a))
+    return qm, work, res, seen
+
+
+def test_small_tuning_run_measures_and_persists(tuned):
+    _, work, res, seen = tuned
+    assert has_database(work)
+    assert sum(t.trials for t in res.tasks.values()) >= 3
+    assert seen and all(name in res.tasks for name, _, _ in seen)
+    measured = [t.best_s for t in res.tasks.values() if t.best_s is not None]
+    assert measured and all(0 < s < 1.0 for s in measured)
+
+
+def test_database_applies_and_keeps_outputs_bit_identical(tuned):
+    qm, work, _, _ = tuned
+    target = host_target()
+    with target:
+        applied = relax.transform.MetaScheduleApplyDatabase(str(work))(qm.fused())
+    scheduled = [
+        gv.name_hint
+        for gv, f in applied.functions_items()
+        if isinstance(f, tvm.tirx.PrimFunc) and int((f.attrs or {}).get("tirx.is_scheduled", 0))
+    ]
+    assert scheduled, "no kernel took a schedule from the database"
+    x = np.random.default_rng(4).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    untuned = tvmq.quantize(onnx_model(), fixed("w4-kmeans-a8"), calib=calib_batches(4))
+    tuned_qm = tvmq.quantize(onnx_model(), fixed("w4-kmeans-a8"), calib=calib_batches(4))
+    a = untuned.build().run(x)
+    b = tuned_qm.build(tuning=str(work)).run(x)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_rerun_with_spent_budget_measures_nothing(tuned):
+    qm, work, first, _ = tuned
+    again = tune(qm, work, trials=3, trials_per_task=1, per_iter=3)
+    measured_before = [t for t in first.tasks.values() if t.trials > 0]
+    assert measured_before
+    for t in measured_before:
+        assert again.tasks[t.name].previous >= 1 and again.tasks[t.name].trials == 0
+
+
+def test_build_with_missing_database_is_a_clear_error(tmp_path):
+    qm = tvmq.quantize(onnx_model(), "w4-kmeans")
+    with pytest.raises(tvmq.TvmqError, match="no tuning database"):
+        qm.build(tuning=str(tmp_path))

@@ -1,0 +1,212 @@
+"""Autotuning of the LUT kernels with MetaSchedule's XGBoost cost model.
+
+:func:`tune` extracts the fused LUT kernels of a quantized model as MetaSchedule tasks
+(after LegalizeOps / FuseOps / FuseTIR, so what is tuned is what runs), searches schedules
+with the evolutionary strategy guided by the XGBoost cost model, measures candidates on
+the host, and keeps every measurement in a JSON database in ``work_dir``. Building with
+``QuantizedModel.build(tuning=work_dir)`` applies the best records
+(``MetaScheduleApplyDatabase``); kernels without a record keep tvmq's own schedule.
+Running :func:`tune` again with the same ``work_dir`` continues from the records: tasks
+whose trial budget is spent are not measured again.
+
+TVM 0.27 quirks handled here:
+
+* The stock ``LocalBuilder`` imports ``tvm.s_tir.tensor_intrin`` (~30 s) in every fresh
+  build worker, so with its 30 s timeout no candidate ever builds. :func:`build_candidate`
+  builds without that import; the builder gets a 120 s timeout.
+* MetaSchedule needs ``psutil`` and ``cloudpickle`` (dependencies of tvmq).
+* The first ``TuneContext`` in a process imports the tensor intrinsics once (~30 s).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tvm
+
+from .errors import TvmqError
+
+BUILD_TIMEOUT_S = 120.0
+
+
+def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params=None):
+    """MetaSchedule builder function: ``default_build`` minus the tensor-intrinsic import."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def host_target(num_cores: int = 1) -> tvm.target.Target:
+    """The host LLVM target, single-core by default (MCUs have one core)."""
+    import multiprocessing
+
+    cores = num_cores or multiprocessing.cpu_count()
+    return tvm.target.Target({"kind": "llvm", "num-cores": int(cores)})
+
+
+@dataclass
+class TaskResult:
+    """One tuned kernel: its name, trials measured in this run and the best time measured
+    in this run (seconds, or None)."""
+
+    name: str
+    trials: int = 0
+    best_s: float | None = None
+    history: list[float] = field(default_factory=list)
+    previous: int = 0
+    """Successful records the database already held for this kernel before the run."""
+
+
+@dataclass
+class TuneResult:
+    work_dir: Path
+    tasks: dict[str, TaskResult]
+    seconds: float
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "work_dir": str(self.work_dir),
+            "seconds": self.seconds,
+            "interrupted": self.interrupted,
+            "tasks": {
+                k: {
+                    "trials": t.trials,
+                    "previous": t.previous,
+                    "best_s": t.best_s,
+                    "history": t.history,
+                }
+                for k, t in self.tasks.items()
+            },
+        }
+
+
+def fused_module(qm) -> tvm.IRModule:
+    """The module MetaSchedule sees: the quantized model after fusion."""
+    return qm.fused()
+
+
+def lut_task_names(mod: tvm.IRModule) -> list[str]:
+    return sorted(gv.name_hint for gv, f in mod.functions_items() if "lut_" in gv.name_hint)
+
+
+def tune(
+    qm,
+    work_dir: str | Path,
+    *,
+    trials: int = 64,
+    trials_per_task: int | None = None,
+    per_iter: int = 16,
+    time_limit_s: float | None = None,
+    target: tvm.target.Target | None = None,
+    ops: str = "lut",
+    seed: int = 0,
+    progress: Any = None,
+    runner: Any = "local",
+) -> TuneResult:
+    """Tune the LUT kernels of ``qm`` (a :class:`tvmq.QuantizedModel`).
+
+    Parameters
+    ----------
+    work_dir : path
+        Where the JSON database (``database_workload.json``, ``database_tuning_record.json``)
+        and MetaSchedule's logs go; reused across runs.
+    trials, trials_per_task : int
+        Measurement budgets over all tasks and per task.
+    per_iter : int
+        Candidates measured per search round.
+    time_limit_s : float, optional
+        Stop starting new rounds after this many seconds (the round under way finishes).
+    ops : {"lut", "all"}
+        Tune only the LUT kernels (the rest keep TVM's default schedules), or every kernel.
+    progress : callable, optional
+        ``progress(task_name, trials, best_s)`` after each measured batch.
+    runner : "local" or a MetaSchedule Runner
+        Where candidates run (an ``RPCRunner`` farms them out through a TVM RPC tracker).
+
+    Ctrl-C stops the search and keeps everything measured so far in the database.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = target or host_target()
+    mod = fused_module(qm)
+    names = lut_task_names(mod) if ops == "lut" else None
+    if names is not None and not names:
+        raise TvmqError("the model has no LUT kernels to tune")
+    tasks: dict[str, TaskResult] = {}
+    t0 = time.time()
+
+    @derived_object
+    class _Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(
+            self, task_scheduler, task_id, measure_candidates, builder_results, runner_results
+        ):
+            ctx = task_scheduler.tasks_[task_id].ctx
+            name = str(ctx.task_name)
+            res = tasks.setdefault(name, TaskResult(name))
+            for r in runner_results:
+                res.trials += 1
+                if r.error_msg is None and r.run_secs:
+                    t = float(sum(float(s) for s in r.run_secs) / len(r.run_secs))
+                    res.best_s = t if res.best_s is None else min(res.best_s, t)
+                res.history.append(res.best_s if res.best_s is not None else float("nan"))
+            if progress is not None:
+                progress(name, res.trials, res.best_s)
+            if time_limit_s is not None and time.time() - t0 > time_limit_s:
+                raise _TimeUp()
+
+    rx = ms.relax_integration
+    selected = [t for t in rx.extract_tasks(mod, target) if names is None or t.task_name in names]
+    per_task = trials_per_task or -(-trials // max(1, len(selected)))
+    database = ms.database.JSONDatabase(work_dir=str(work_dir))
+    todo = []
+    for t in selected:
+        done = len(database.get_top_k(database.commit_workload(t.dispatched[0]), per_task))
+        tasks[t.task_name] = TaskResult(t.task_name, previous=done)
+        if done < per_task:
+            todo.append(t)
+    interrupted = False
+    if todo:
+        contexts, weights = rx.extracted_tasks_to_tune_contexts(
+            todo, work_dir=str(work_dir), seed=seed, num_threads=1
+        )
+        builder = LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1)
+        callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _Progress()]
+        try:
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work_dir),
+                max_trials_global=min(trials, per_task * len(todo)),
+                max_trials_per_task=per_task,
+                num_trials_per_iter=per_iter,
+                builder=builder,
+                runner=runner,
+                database=database,
+                measure_callbacks=callbacks,
+            )
+        except (KeyboardInterrupt, _TimeUp):
+            interrupted = True
+        except Exception as exc:  # TVM re-raises callback exceptions as RuntimeError
+            if "_TimeUp" not in str(exc) and "KeyboardInterrupt" not in str(exc):
+                raise
+            interrupted = True
+    return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
+
+
+class _TimeUp(Exception):
+    """The wall-clock limit of :func:`tune` passed."""
+
+
+def has_database(work_dir: str | Path) -> bool:
+    d = Path(work_dir)
+    return (d / "database_tuning_record.json").exists() and (d / "database_workload.json").exists()
