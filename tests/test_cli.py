@@ -74,3 +74,10 @@ def test_deploy_on_host_reports_agreement(tmp_path):
     assert report["flash_bytes"] >= report["const_bytes"]
     r = run("deploy", str(path), "--config", "w4-kmeans", "--fixed-point")
     assert r.returncode == 1 and "--fixed-point needs" in r.stderr
+
+
+def test_tune_rejects_a_zero_budget_before_any_work(tmp_path):
+    r = run("tune", "missing.onnx", "--db", str(tmp_path / "db"), "--trials", "0")
+    assert r.returncode == 1 and "--trials must be at least 1" in r.stderr
+    r = run("tune", "--help")
+    assert r.returncode == 0 and "example: tvmq tune" in r.stdout

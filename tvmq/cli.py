@@ -116,15 +116,11 @@ def _deploy_data(kind: str, shape: tuple, n: int, split: str, seed: int):
     return rng.standard_normal((n, *shape)).astype(np.float32), None
 
 
-def _cmd_deploy(args) -> int:
-    import dataclasses
-    import tempfile
-
-    import numpy as np
-
-    from .backend.aot import generate_aot
+def _quantized(args):
+    """``(quantized model, input shape, config)`` from the model / config / data options
+    shared by deploy and tune."""
     from .config import get_config
-    from .micro import Session
+    from .frontend.load import load_model
     from .quantize import quantize
 
     cfg = get_config(args.config)
@@ -134,18 +130,27 @@ def _cmd_deploy(args) -> int:
         cfg = dataclasses.replace(
             cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
         )
-    from .frontend.load import load_model
-
     mod = load_model(args.model)
     params = mod["main"].params
     if len(params) != 1:
-        raise TvmqError(f"deploy supports single-input models, this one has {len(params)}")
+        raise TvmqError(f"{args.command} supports single-input models, this one has {len(params)}")
     shape = tuple(int(s) for s in params[0].ty.shape)
     calib = None
     if cfg.activation is not None:
         xs, _ = _deploy_data(args.data, shape, args.calib_samples, "train", seed=1)
         calib = list(xs)
-    qm = quantize(mod, cfg, calib=calib)
+    return quantize(mod, cfg, calib=calib), shape, cfg
+
+
+def _cmd_deploy(args) -> int:
+    import tempfile
+
+    import numpy as np
+
+    from .backend.aot import generate_aot
+    from .micro import Session
+
+    qm, shape, cfg = _quantized(args)
     aot = generate_aot(qm.fused())
     xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
     project = args.project_dir or Path(tempfile.mkdtemp(prefix="tvmq-deploy-")) / "project"
@@ -207,6 +212,89 @@ def _cmd_deploy(args) -> int:
     table.add_row("project", str(project))
     Console().print(table)
     return EXIT_OK
+
+
+def _cmd_tune(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from .tune import kernel_times, tune
+
+    if args.trials < 1:
+        raise TvmqError("--trials must be at least 1")
+    qm, _, _ = _quantized(args)
+    console = Console(stderr=args.json)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        console=console, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("tuning LUT kernels", total=args.trials)
+
+        def progress(name, trials, best):
+            best_txt = "-" if best is None else f"{best * 1e6:.1f} us"
+            bar.update(task, advance=1, description=f"{name}: best {best_txt}")
+
+        res = tune(
+            qm, args.db, trials=args.trials, trials_per_task=args.per_task,
+            time_limit_s=args.time_limit, progress=progress,
+        )  # fmt: skip
+    names = sorted(res.tasks)
+    base = kernel_times(qm, names=names)
+    ours = kernel_times(qm, names=names, schedule=True)
+    tuned = kernel_times(qm, names=names, tuning=args.db)
+    rows = [
+        {"kernel": n, "untuned_s": base[n], "tvmq_schedule_s": ours[n], "tuned_s": tuned[n],
+         "speedup": base[n] / tuned[n], "trials": res.tasks[n].trials,
+         "previous_records": res.tasks[n].previous}
+        for n in names
+    ]  # fmt: skip
+    report = {**res.to_dict(), "kernels": rows}
+    if args.plot:
+        _plot_tuning(res, args.plot)
+        report["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    table = Table(title=f"tuning {Path(args.model).name} ({args.config}) -> {args.db}")
+    for col in ("kernel", "untuned", "tvmq schedule", "tuned", "speedup", "trials"):
+        table.add_column(col, justify="left" if col == "kernel" else "right")
+    for r in rows:
+        table.add_row(
+            r["kernel"], f"{r['untuned_s'] * 1e6:.1f} us", f"{r['tvmq_schedule_s'] * 1e6:.1f} us",
+            f"{r['tuned_s'] * 1e6:.1f} us", f"{r['speedup']:.2f}x",
+            f"{r['trials']} (+{r['previous_records']} before)",
+        )  # fmt: skip
+    console.print(table)
+    if res.interrupted:
+        console.print("[yellow]stopped early; everything measured is in the database[/]")
+    console.print(f"{res.seconds:.0f} s; apply with QuantizedModel.build(tuning={str(args.db)!r})")
+    return EXIT_OK
+
+
+def _plot_tuning(res, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, t in sorted(res.tasks.items()):
+        if t.history:
+            ax.plot(range(1, len(t.history) + 1), [h * 1e6 for h in t.history], label=name)
+    ax.set_xlabel("trials")
+    ax.set_ylabel("best time so far (us)")
+    ax.set_title("MetaSchedule tuning of the LUT kernels")
+    ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _cmd_demo(args) -> int:
@@ -280,6 +368,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per step")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser(
+        "tune",
+        help="autotune the LUT kernels of a quantized model (MetaSchedule, XGBoost)",
+        description="Quantize MODEL, extract its fused LUT kernels as MetaSchedule tasks, "
+        "search schedules with the XGBoost cost model on the host (llvm, one core), keep "
+        "every measurement in the JSON database in --db (re-runs continue from it), and "
+        "print per kernel: TE's default schedule, tvmq's schedule, the tuned one.",
+        epilog="example: tvmq tune model.onnx --config w4-kmeans-a8 --data fashion-mnist "
+        "--trials 64 --db tuning/ --plot tuning.png",
+    )
+    p.add_argument("model", help="a .onnx or .tflite float model")
+    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
+    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
+    p.add_argument("--data", choices=["fashion-mnist", "random"], default="random",
+                   help="calibration samples")  # fmt: skip
+    p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument("--db", type=Path, required=True, help="tuning work directory (database)")
+    p.add_argument("--trials", type=int, default=64, help="measurements over all kernels")
+    p.add_argument("--per-task", type=int, default=None, help="measurements per kernel")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds; stop after")
+    p.add_argument("--plot", type=Path, default=None, help="PNG of best time vs trials")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser(
         "demo",

@@ -20,6 +20,7 @@ TVM 0.27 quirks handled here:
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,6 @@ def tune(
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -174,13 +174,30 @@ def tune(
         tasks[t.task_name] = TaskResult(t.task_name, previous=done)
         if done < per_task:
             todo.append(t)
+    # MetaSchedule logs a task table per round to stdout; the caller shows progress instead
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = ms_logger.level
+    ms_logger.setLevel(logging.WARNING)
+    try:
+        interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
+                           _Progress)  # fmt: skip
+    finally:
+        ms_logger.setLevel(level)
+    return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
+
+
+def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, progress_cls):
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
+
+    rx = ms.relax_integration
     interrupted = False
     if todo:
         contexts, weights = rx.extracted_tasks_to_tune_contexts(
             todo, work_dir=str(work_dir), seed=seed, num_threads=1
         )
         builder = LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1)
-        callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _Progress()]
+        callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress_cls()]
         try:
             ms.tune.tune_tasks(
                 tasks=contexts,
@@ -200,7 +217,7 @@ def tune(
             if "_TimeUp" not in str(exc) and "KeyboardInterrupt" not in str(exc):
                 raise
             interrupted = True
-    return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
+    return interrupted
 
 
 class _TimeUp(Exception):
@@ -210,3 +227,43 @@ class _TimeUp(Exception):
 def has_database(work_dir: str | Path) -> bool:
     d = Path(work_dir)
     return (d / "database_tuning_record.json").exists() and (d / "database_workload.json").exists()
+
+
+def kernel_times(
+    qm, *, target: tvm.target.Target | None = None, tuning: str | Path | None = None,
+    schedule: bool = False, names: list[str] | None = None, repeat: int = 15,
+) -> dict[str, float]:  # fmt: skip
+    """Median seconds per call of each LUT kernel of ``qm`` on the host, built alone:
+    TE's default schedule, tvmq's schedule (``schedule=True``) or the tuned one
+    (``tuning``: a work directory). Inputs are random (timing only)."""
+    import numpy as np
+
+    from .backend.schedule import schedule_mcu
+
+    target = target or host_target()
+    mod = fused_module(qm)
+    if tuning is not None:
+        from tvm import relax
+
+        with target:
+            mod = relax.transform.MetaScheduleApplyDatabase(str(tuning))(mod)
+    if schedule:
+        mod = schedule_mcu(mod)
+    rng = np.random.default_rng(0)
+    out = {}
+    for name in names or lut_task_names(mod):
+        prim = mod[name].with_attr("global_symbol", name)
+        rt = tvm.compile(tvm.IRModule({name: prim}), target=target)
+        args = []
+        for p in prim.params:
+            shape = [int(s) for s in p.shape]
+            dtype = str(p.dtype)
+            if dtype.startswith(("int", "uint")):
+                info = np.iinfo(dtype)
+                a = rng.integers(max(info.min, -100), min(info.max, 100), shape).astype(dtype)
+            else:
+                a = rng.standard_normal(shape).astype(dtype)
+            args.append(tvm.runtime.tensor(a))
+        timer = rt.mod.time_evaluator(name, tvm.cpu(), number=5, repeat=repeat)
+        out[name] = float(np.median(timer(*args).results))
+    return out
