@@ -142,3 +142,21 @@ def test_smlad_path_is_bit_exact_and_profiled_on_cortex_m4(tmp_path, kws_w4a8):
     assert abs(sum(res.layer_instructions) - total) < 0.01 * total
     # measured 13.5 M with the schedule (47.1 M with TE's default schedule)
     assert total < 20e6
+
+
+def test_nhwc_conversion_keeps_results_and_feeds_dot_products(tmp_path):
+    """``layout="NHWC"`` (ConvertLayout + weights folded) gives the same model; its 3x3
+    convolutions reduce over contiguous input channels, so they become dot products."""
+    from test_integer_path import calib_batches
+
+    x = np.random.default_rng(5).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    nchw = tvmq.quantize(onnx_model(), fixed("w4-kmeans-a8"), calib=calib_batches(4))
+    nhwc = tvmq.quantize(onnx_model(), fixed("w4-kmeans-a8"), calib=calib_batches(4), layout="NHWC")
+    a, b = nchw.build().run(x), nhwc.build().run(x)
+    # same codebooks and ranges up to float reassociation: agree to a fraction of a code
+    np.testing.assert_allclose(a, b, rtol=0.05, atol=0.05 * np.abs(a).max())
+    aot = generate_aot(nhwc.fused())
+    assert "tvmq_dot_s8(" in aot.source
+    np.testing.assert_allclose(HostModel(aot, tmp_path).run(x), b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(tvmq.TvmqError, match="layout must be one of"):
+        tvmq.quantize(onnx_model(), "w4-kmeans", layout="NCWH")

@@ -160,7 +160,11 @@ class QuantizedModel:
 
 
 def quantize(
-    model: Any, config: str | QuantConfig | dict = "w4-kmeans", *, calib: Any = None
+    model: Any,
+    config: str | QuantConfig | dict = "w4-kmeans",
+    *,
+    calib: Any = None,
+    layout: str | None = None,
 ) -> QuantizedModel:
     """Quantize a model's conv / dense weights to LUT codes.
 
@@ -175,6 +179,10 @@ def quantize(
         Calibration inputs (a few hundred real samples, never test data), each shaped like
         ``main``'s input: needed when the config quantizes activations, an error otherwise
         (it would be silently unused).
+    layout : {"NHWC", "NCHW"}, optional
+        Convert 2-D convolutions to this layout first
+        (:func:`tvmq.frontend.load.convert_layout`); ``"NHWC"`` is what the MCU kernels run
+        fastest. The model's inputs and outputs keep their layout.
 
     Returns
     -------
@@ -198,6 +206,10 @@ def quantize(
             "samples (not test data)"
         )
     mod = model if isinstance(model, tvm.IRModule) else load_model(model)
+    if layout is not None:
+        from .frontend.load import convert_layout
+
+        mod = convert_layout(mod, layout)
     if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
         raise TvmqError("the module has no 'main' function")
     layer_inputs = None

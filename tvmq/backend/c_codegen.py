@@ -212,7 +212,9 @@ class _Printer:
         elif kind == "For":
             dot = _dot_pattern(s)
             if dot is not None:
-                acc, a, b = dot
+                binds, acc, a, b = dot
+                for bind in binds:  # loop-invariant lets CSE left inside the loop
+                    self.stmt(bind, depth)
                 store = f"{self.buf(acc.buffer)}[{self.index(acc.indices)}]"
                 self.emit(
                     f"{store} = tvmq_dot_s8(&{self.buf(a[0])}[{self.expr(a[1])}], "
@@ -312,8 +314,15 @@ def _dot_pattern(loop):
         for k in range(n): acc[i] = acc[i] + int32(a[p + k]) * int32(b[q + k])
 
     becomes ``acc[i] = tvmq_dot_s8(&a[p], &b[q], n, acc[i])`` (SMLAD on Cortex-M cores
-    with the DSP extension, see :data:`C_PRELUDE`). Returns ``(store, a, b)`` or None."""
+    with the DSP extension, see :data:`C_PRELUDE`). Loop-invariant ``Bind`` statements
+    before the store are allowed (printed before the call). Returns ``(binds, store, a,
+    b)`` or None."""
     body, var = loop.body, loop.loop_var
+    binds = []
+    if type(body).__name__ == "SeqStmt":
+        *binds, body = list(body.seq)
+        if any(type(b).__name__ != "Bind" or _uses(b.value, var) for b in binds):
+            return None
     if type(body).__name__ != "BufferStore" or not _is_zero(loop.min):
         return None
     if dtype_of(body.value) != "int32" or type(body.value).__name__ != "Add":
@@ -332,7 +341,7 @@ def _dot_pattern(loop):
             continue
         a, b = _int8_load(prod.a, var), _int8_load(prod.b, var)
         if a is not None and b is not None:
-            return body, a, b
+            return binds, body, a, b
     return None
 
 

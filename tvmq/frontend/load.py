@@ -215,3 +215,20 @@ def constant_weights(mod) -> dict[str, np.ndarray]:
 
     _Collect().visit_expr(mod["main"])
     return found
+
+
+def convert_layout(mod, layout: str = "NHWC"):
+    """The module with every 2-D convolution in ``layout`` (``"NHWC"``: kernels ``OHWI``),
+    transposes inserted where the graph needs the old layout, weights folded.
+
+    Channels-last is what MCU kernels want: the reduction over input channels becomes
+    contiguous in both activation and weight, so the integer kernels' inner loop is one
+    dot product (SMLAD on Cortex-M4/M7/M55). Apply before quantizing (to a float module).
+    """
+    from tvm import relax
+
+    layouts = {"NHWC": ["NHWC", "OHWI"], "NCHW": ["NCHW", "OIHW"]}
+    if layout not in layouts:
+        raise FormatError(f"layout must be one of {sorted(layouts)}, got {layout!r}")
+    mod = relax.transform.ConvertLayout({"relax.nn.conv2d": layouts[layout]})(mod)
+    return relax.transform.FoldConstant()(mod)
