@@ -142,14 +142,17 @@ def _refinable(cb) -> bool:
     return cb.scheme in ("kmeans", "quantile") and cb.group_size is None
 
 
-def _refine(cb, w: np.ndarray, site, rows: np.ndarray, ridge: float):
-    """``(codebook with refined levels, codes in w's layout)`` (:mod:`tvmq.ptq`)."""
+def _refine(cb, w: np.ndarray, site, axis: int, rows: np.ndarray, ridge: float):
+    """``(codebook with refined levels, codes in w's layout)`` (:mod:`tvmq.ptq`); ``axis``
+    is the output-channel axis of ``w`` as stored."""
     import dataclasses
 
     from tvmq.ptq import refine_levels
     from tvmq.ptq.inputs import supported, weight_to_2d
 
     how = supported(site)
+    if how["kind"] == "dense":
+        how = {**how, "axis": axis}
     w2d, back = weight_to_2d(w, how)
     codes2d, _ = weight_to_2d(cb.encode(w), how)
     groups = np.zeros(w2d.shape[0], np.int64) if cb.axis is None else np.arange(w2d.shape[0])
@@ -189,7 +192,12 @@ def annotate_quant(
                 )  # fmt: skip
                 continue
             w = site.const.value.numpy()
-            scheme = config.for_layer(site.name, i, len(sites), site.axis)
+            # dense weights are stored output-channel-major (N, K): each channel's codes
+            # are contiguous, so a kernel decodes a channel from consecutive bytes
+            transpose = site.kind == "dense" and site.axis == 1 and w.ndim == 2
+            w_store = np.ascontiguousarray(w.T) if transpose else w
+            axis_store = 0 if transpose else site.axis
+            scheme = config.for_layer(site.name, i, len(sites), axis_store)
             if scheme is None or w.dtype != np.float32:
                 note = "skipped by config" if scheme is None else f"{w.dtype} weight"
                 report.append(
@@ -199,24 +207,26 @@ def annotate_quant(
                     )
                 )  # fmt: skip
                 continue
-            cb = scheme.fit(w)
+            cb = scheme.fit(w_store)
             codes, note = None, ""
             if layer_inputs and i in layer_inputs and _refinable(cb):
-                cb, codes = _refine(cb, w, site, layer_inputs[i], config.ptq.ridge)
+                rows = layer_inputs[i]
+                cb, codes = _refine(cb, w_store, site, axis_store, rows, config.ptq.ridge)
                 note = "levels refined on calibration data"
-            packed, levels, spec = lut_decode_constants(cb, w, codes)
+            packed, levels, spec = lut_decode_constants(cb, w_store, codes)
             if act is not None:
                 act_bits[site.call] = act.bits
                 if spec.group_size is None:
                     levels = relax.const(snap_levels(levels.value.numpy()), "float32")
-            replacements[site.const] = lut_decode(packed, levels, spec)
+            decoded = lut_decode(packed, levels, spec)
+            replacements[site.const] = relax.op.permute_dims(decoded) if transpose else decoded
             w_hat = lut_decode_reference(packed.value.numpy(), levels.value.numpy(), spec)
             report.append(
                 LayerReport(
                     **entry,
                     scheme=scheme.name,
                     bits=scheme.bits,
-                    sqnr_db=sqnr_db(w, w_hat),
+                    sqnr_db=sqnr_db(w_store, w_hat),
                     float_bytes=w.nbytes,
                     quant_bytes=int(packed.value.numpy().nbytes + levels.value.numpy().nbytes),
                     note=note,

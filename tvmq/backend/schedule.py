@@ -68,6 +68,8 @@ def _schedule_acc(sch: Schedule, acc) -> None:
         name = sch.get(prod).name_hint
         if name == "lut_decode_int" or (depthwise and name.startswith("pad")):
             _try(sch.compute_at, prod, chan, preserve_unit_loops=True)
+        if name == "lut_decode_int":
+            _unroll_codes_of_a_byte(sch, prod)
     for blk in sch.get_child_blocks(sch.get_sblock("root")):
         if sch.get(blk).name_hint == "lut_wsum":
             _try(sch.compute_at, blk, chan, preserve_unit_loops=True)
@@ -80,6 +82,20 @@ def _schedule_acc(sch: Schedule, acc) -> None:
             consumers.extend(sch.get_consumers(blk))
     if reduce:
         _try(sch.decompose_reduction, acc, sch.get_loops(acc)[n_sp])
+
+
+def _unroll_codes_of_a_byte(sch: Schedule, decode) -> None:
+    """Split the decode's innermost loop by the codes per byte and unroll: each packed
+    byte is loaded once and the shifts become constants (when the codes of one channel
+    start on a byte boundary, which the simplifier proves from the shapes)."""
+    per = int(sch.get(decode).annotations.get("tvmq.codes_per_byte", 1))
+    if per <= 1:
+        return
+    loops = [lp for lp in sch.get_loops(decode) if int(sch.get(lp).extent) > 1]
+    if not loops or int(sch.get(loops[-1]).extent) % per:
+        return
+    _, inner = sch.split(loops[-1], factors=[None, per])
+    sch.unroll(inner)
 
 
 def schedule_primfunc(func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -70,13 +70,20 @@ class LutWeight:
     def code_expr(self, packed, idx):
         """The code of the element at ``idx`` read from the uint8 buffer ``packed``."""
         flat = sum(i * s for i, s in zip(idx, self.strides()))
+        mask = (1 << self.bits) - 1
+        if 8 % self.bits == 0:  # 2, 4, 8 bits: a code never straddles bytes
+            # floordiv/floormod rather than shifts: TVM's simplifier folds them once a
+            # schedule unrolls the codes of one byte (constant shifts in the C).
+            from tvm import tirx
+
+            per = 8 // self.bits
+            byte = tirx.floordiv(flat, per)
+            shift = tirx.floormod(flat, per) * self.bits
+            return (packed[byte].astype("int32") >> shift) & mask
         bit = flat * self.bits
         byte = bit >> 3
         shift = bit & 7
-        mask = (1 << self.bits) - 1
         lo = packed[byte].astype("int32")
-        if 8 % self.bits == 0:  # 2, 4, 8 bits: a code never straddles bytes
-            return (lo >> shift) & mask
         hi = packed[byte + 1].astype("int32")
         return ((lo | (hi << 8)) >> shift) & mask
 

@@ -63,10 +63,12 @@ def decode_int_compute(packed, table, spec: LutWeight):
     """
     from tvm import te
 
+    per_byte = 8 // spec.bits if 8 % spec.bits == 0 else 1
     return te.compute(
         spec.shape,
         lambda *i: table[spec.group_of(i), spec.code_expr(packed, i)],
         name="lut_decode_int",
+        attrs={"tvmq.codes_per_byte": per_byte},
     )
 
 
