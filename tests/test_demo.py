@@ -27,3 +27,14 @@ def test_deploy_stage_reports_device_accuracy_equal_to_host(tmp_path):
     assert abs(res["device_accuracy"] - res["float_accuracy"]) <= 10.0
     assert res["const_bytes"] < 0.3 * sum(p.nbytes for p in params)
     assert res["arena_bytes"] < 4 * 784 and res["instructions_median"] > 784 * 32
+
+
+def test_convnet_stage_deploys_the_shipped_model(tmp_path):
+    """The main job's ConvNet stage on 12 images, without tuning: device == host C (the
+    stage raises otherwise), accuracy near float, 4-bit constants far below float32."""
+    from tvmq.demo import convnet_stage
+
+    res = convnet_stage(tmp_path, Console(quiet=True), n_test=12, tune_trials=0)
+    assert abs(res["device_accuracy"] - res["float_accuracy"]) <= 100 * 2 / 12
+    assert res["const_bytes"] < 0.15 * 4 * 1_868_554
+    assert len(res["layers"]) >= 5 and res["instructions_median"] > 5e6
