@@ -143,6 +143,7 @@ def tune(
     if names is not None and not names:
         raise TvmqError("the model has no LUT kernels to tune")
     tasks: dict[str, TaskResult] = {}
+    stopped: list[str] = []  # why the search stopped early (the FFI drops exception types)
     t0 = time.time()
 
     @derived_object
@@ -162,6 +163,7 @@ def tune(
             if progress is not None:
                 progress(name, res.trials, res.best_s)
             if time_limit_s is not None and time.time() - t0 > time_limit_s:
+                stopped.append("time limit")
                 raise _TimeUp()
 
     rx = ms.relax_integration
@@ -180,13 +182,14 @@ def tune(
     ms_logger.setLevel(logging.WARNING)
     try:
         interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
-                           _Progress)  # fmt: skip
+                           _Progress, stopped)  # fmt: skip
     finally:
         ms_logger.setLevel(level)
     return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
 
 
-def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, progress_cls):
+def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, progress_cls,
+         stopped):  # fmt: skip
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
@@ -213,8 +216,8 @@ def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, pro
             )
         except (KeyboardInterrupt, _TimeUp):
             interrupted = True
-        except Exception as exc:  # TVM re-raises callback exceptions as RuntimeError
-            if "_TimeUp" not in str(exc) and "KeyboardInterrupt" not in str(exc):
+        except Exception as exc:  # TVM re-raises callback exceptions as a bare RuntimeError
+            if not stopped and "KeyboardInterrupt" not in str(exc):
                 raise
             interrupted = True
     return interrupted
