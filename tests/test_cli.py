@@ -81,3 +81,19 @@ def test_tune_rejects_a_zero_budget_before_any_work(tmp_path):
     assert r.returncode == 1 and "--trials must be at least 1" in r.stderr
     r = run("tune", "--help")
     assert r.returncode == 0 and "example: tvmq tune" in r.stdout
+
+
+def test_inspect_counts_layers_params_and_macs():
+    from tvmq import zoo
+
+    r = run("inspect", str(zoo.model_path("fmnist_convnet")), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads(r.stdout)
+    kinds = [x["kind"] for x in info["layers"]]
+    assert kinds == ["conv2d", "conv2d", "conv2d", "dense", "dense"]
+    assert info["params"] == 1_867_680  # weights only (biases and batch norm excluded)
+    # conv2: 14x14 outputs x 64 channels x (32x3x3) taps
+    assert info["layers"][1]["macs"] == 14 * 14 * 64 * 32 * 9
+    assert info["peak_op_bytes"] >= 4 * 32 * 28 * 28
+    r = run("inspect", "no-such-model.onnx")
+    assert r.returncode == 1 and "does not exist" in r.stderr

@@ -297,6 +297,36 @@ def _plot_tuning(res, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _cmd_inspect(args) -> int:
+    from .inspect import inspect_model
+
+    info = inspect_model(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{Path(args.model).name}: weight layers")
+    for col in ("layer", "kind", "weight", "output", "params", "MACs"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    for x in info["layers"]:
+        table.add_row(
+            x["name"], x["kind"], "x".join(map(str, x["weight_shape"])),
+            "x".join(map(str, x["output_shape"])), f"{x['params']:,}", f"{x['macs']:,}",
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    ins = ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in info["inputs"])
+    console.print(f"inputs: {ins}")
+    console.print(
+        f"{info['params']:,} weights ({info['param_bytes_float32'] / 1024:.1f} KiB float32), "
+        f"{info['macs']:,} MACs per inference; largest operator footprint "
+        f"{info['peak_op_bytes'] / 1024:.1f} KiB ({info['peak_op']}, inputs + output, float32)"
+    )
+    return EXIT_OK
+
+
 def _cmd_demo(args) -> int:
     from . import demo
 
@@ -368,6 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per step")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser(
+        "inspect",
+        help="layers, shapes, parameters, MACs and peak activation bytes of a model",
+        description="Import MODEL (ONNX, TFLite) and list its conv / depthwise / dense "
+        "layers with weight and output shapes, parameters and MACs, plus the largest "
+        "input+output footprint of any operator (a lower bound for the activation arena).",
+        epilog="example: tvmq inspect models/fmnist_convnet.onnx --json",
+    )
+    p.add_argument("model", help="a .onnx or .tflite model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser(
         "tune",
