@@ -19,6 +19,7 @@ from tvmq import zoo
 from tvmq.config import QuantConfig
 from tvmq.evaluate import accuracy, calibration_set, load_split, standard_error
 from tvmq.frontend.load import load_model
+from tvmq.io import atomic_write_json
 from tvmq.quantize import quantize
 
 SCHEMES = ("uniform", "kmeans", "quantile", "nf", "pot", "tfx")
@@ -83,6 +84,9 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
             )
             if progress is not None:
                 progress()
+            # an hour-long grid: keep what is measured if the run is stopped
+            partial = {**results, "partial": {"model": name, "rows": rows}}
+            atomic_write_json(out_dir / "accuracy.partial.json", partial)
         results["models"][name] = {
             "dataset": meta["dataset"],
             "test_images": len(y),
