@@ -60,10 +60,13 @@ def _op_name(call) -> str:
 
 
 def _requant_chains(func: relax.Function) -> tuple[dict, set]:
-    """``{quantize call: (layer call, bias array or None, act)}`` and the vars they absorb.
+    """``{quantize call: (layer call, bias array or None, act, max-pool call or None)}``
+    and the vars they absorb.
 
-    A chain is ``layer -> [add(., const)] -> [relu | clip(., 0, 6)] -> quant.quantize``
-    where every intermediate value has a single use.
+    A chain is ``layer -> [add(., const)] -> [relu | clip(., 0, 6)] -> [max_pool2d] ->
+    quant.quantize`` where every intermediate value has a single use. A max-pool moves
+    after the requantize: quantize is monotone, so pooling int8 codes gives exactly the
+    codes of the pooled floats (and the fp32 tensor before the pool disappears).
     """
     bound, uses = {}, {}
 
@@ -84,8 +87,13 @@ def _requant_chains(func: relax.Function) -> tuple[dict, set]:
     for value in bound.values():
         if not is_op(value, QUANTIZE_OP):
             continue
-        var, act, bias, chain = value.args[0], None, None, []
+        var, act, bias, pool, chain = value.args[0], None, None, None, []
         src = bound.get(var)
+        if _op_name(src) == "relax.nn.max_pool2d" and isinstance(src.args[0], relax.Var):
+            pool = src
+            chain.append(var)
+            var = src.args[0]
+            src = bound.get(var)
         if _op_name(src) == "relax.nn.relu" or _is_relu6(src):
             act = "relu" if _op_name(src) == "relax.nn.relu" else "relu6"
             chain.append(var)
@@ -101,7 +109,7 @@ def _requant_chains(func: relax.Function) -> tuple[dict, set]:
         if _op_name(src) in _LAYERS and isinstance(var, relax.Var):
             chain.append(var)
             if all(uses.get(v, 0) == 1 for v in chain):
-                chains[value] = (src, bias, act)
+                chains[value] = (src, bias, act, pool)
                 absorbed.update(chain)
     return chains, absorbed
 
@@ -204,8 +212,16 @@ class _Legalizer(PyExprMutator):
         spec = spec_of(decode)
         return call.args[0], decode, spec, False, kw, spec.shape[kw["kernel_layout"].index("O")]
 
-    def _requantized(self, quant, layer, bias, act):
-        """The integer-only kernel call replacing ``quant(act(layer + bias))``, or None."""
+    def _requantized(self, quant, layer, bias, act, pool=None):
+        """The integer-only kernel call replacing ``quant([pool](act(layer + bias)))``, or
+        None (then the chain keeps its float epilogue)."""
+        call = self._requant_kernel(quant, layer, bias, act)
+        if call is None or pool is None:
+            return call
+        codes = self.builder_.emit(call)
+        return relax.Call(pool.op, [codes], pool.attrs)
+
+    def _requant_kernel(self, quant, layer, bias, act):
         new_layer = relax.Call(layer.op, [self.visit_expr(a) for a in layer.args], layer.attrs)
         parts = self._layer_parts(new_layer)
         if parts is None:

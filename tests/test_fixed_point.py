@@ -130,3 +130,36 @@ def test_fixed_point_end_to_end():
     sim = np.concatenate([qm.simulate(v) for v in x])
     assert np.abs(lut - sim).max() <= 1e-2 * np.abs(sim).max()  # measured 1.4e-3
     assert tvmq.sqnr_db(ref, lut) >= 18.0  # measured 24.9 dB, as the float epilogue
+
+
+def maxpool_model():
+    """conv -> bias -> relu -> max_pool2d -> conv (the pattern of the TENT ConvNet)."""
+    w1 = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
+    b1 = RNG.standard_normal((1, 8, 1, 1)).astype(np.float32) * 0.1
+    w2 = RNG.standard_normal((4, 8, 3, 3)).astype(np.float32) * 0.3
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 10, 10), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            c = bb.emit(relax.op.nn.conv2d(x, relax.const(w1), padding=(1, 1)))
+            c = bb.emit(relax.op.add(c, relax.const(b1)))
+            c = bb.emit(relax.op.nn.relu(c))
+            c = bb.emit(relax.op.nn.max_pool2d(c, pool_size=(2, 2), strides=(2, 2)))
+            out = bb.emit_output(relax.op.nn.conv2d(c, relax.const(w2)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_max_pool_moves_after_the_integer_requantize():
+    """quantize(max_pool(relu(conv + b))) == max_pool(requantized codes): the conv writes
+    int8 codes (no fp32 tensor before the pool), the pool runs on codes."""
+    calib = [RNG.standard_normal((1, 3, 10, 10)).astype(np.float32) * 2 for _ in range(8)]
+    qm = tvmq.quantize(maxpool_model(), fixed("w4-kmeans-a8"), calib=calib)
+    main = qm.legalized()["main"].script(show_meta=False)
+    assert "lut_conv_int_requant" in main and "R.nn.relu" not in main
+    assert "max_pool2d" in main
+    x = RNG.standard_normal((4, 1, 3, 10, 10)).astype(np.float32) * 2
+    lut = np.concatenate([qm.build().run(v) for v in x])
+    sim = np.concatenate([qm.simulate(v) for v in x])
+    assert np.abs(lut - sim).max() <= 0.05 * np.abs(sim).max()
+    assert tvmq.sqnr_db(sim, lut) > 25.0
