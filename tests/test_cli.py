@@ -97,3 +97,16 @@ def test_inspect_counts_layers_params_and_macs():
     assert info["peak_op_bytes"] >= 4 * 32 * 28 * 28
     r = run("inspect", "no-such-model.onnx")
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_eval_reports_float_and_quantized_accuracy_on_real_data():
+    from tvmq import zoo
+
+    r = run("eval", str(zoo.model_path("fmnist_convnet")), "--config", "w4-uniform",
+            "--samples", "20", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["samples"] == 20 and rep["float_accuracy"] >= 0.75
+    assert abs(rep["drop_points"]) <= 15  # 4-bit uniform weights, activations float
+    r = run("eval", str(zoo.model_path("fmnist_convnet")), "--samples", "0")
+    assert r.returncode == 1 and "--samples must be at least 1" in r.stderr

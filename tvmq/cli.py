@@ -130,13 +130,15 @@ def _quantized(args):
         cfg = dataclasses.replace(
             cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
         )
+    if getattr(args, "layerwise", False):
+        cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, layerwise=True))
     mod = load_model(args.model)
     params = mod["main"].params
     if len(params) != 1:
         raise TvmqError(f"{args.command} supports single-input models, this one has {len(params)}")
     shape = tuple(int(s) for s in params[0].ty.shape)
     calib = None
-    if cfg.activation is not None:
+    if cfg.activation is not None or cfg.ptq.layerwise:
         xs, _ = _deploy_data(args.data, shape, args.calib_samples, "train", seed=1)
         calib = list(xs)
     return quantize(mod, cfg, calib=calib), shape, cfg
@@ -297,6 +299,50 @@ def _plot_tuning(res, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _cmd_eval(args) -> int:
+    import numpy as np
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from .evaluate import standard_error
+
+    if args.samples < 1:
+        raise TvmqError("--samples must be at least 1")
+    qm, shape, cfg = _quantized(args)
+    xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
+    console = Console(stderr=args.json)
+    correct = {"float": 0, "quantized": 0}
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"{args.samples} test samples (float and quantized)", total=len(xs))
+        qm.build()
+        for x, y in zip(xs, labels):
+            correct["float"] += int(np.asarray(qm.run_float(x)).reshape(-1).argmax() == y)
+            correct["quantized"] += int(np.asarray(qm.run(x)).reshape(-1).argmax() == y)
+            bar.advance(task)
+    n = len(xs)
+    acc = {k: v / n for k, v in correct.items()}
+    report = {
+        "model": str(args.model),
+        "config": cfg.to_dict(),
+        "samples": n,
+        "float_accuracy": acc["float"],
+        "quantized_accuracy": acc["quantized"],
+        "drop_points": 100 * (acc["float"] - acc["quantized"]),
+        "stderr_points": 100 * standard_error(acc["quantized"], n),
+        "weight_bytes": qm.report()["quant_weight_bytes"],
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    console.print(
+        f"{Path(args.model).name} ({args.config}) on {n} {args.data} test samples: float "
+        f"{100 * acc['float']:.2f} %, quantized {100 * acc['quantized']:.2f} % "
+        f"({report['drop_points']:+.2f} points, one standard error "
+        f"{report['stderr_points']:.2f}); weights {report['weight_bytes'] / 1024:.1f} KiB"
+    )
+    return EXIT_OK
+
+
 def _cmd_inspect(args) -> int:
     from .inspect import inspect_model
 
@@ -398,6 +444,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per step")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser(
+        "eval",
+        help="top-1 accuracy of a model, float and quantized, on real test data",
+        description="Quantize MODEL with --config (calibrating on the train split), build "
+        "the LUT kernels for the host and measure top-1 accuracy of the float and the "
+        "quantized model on a seeded random draw of --samples test images.",
+        epilog="example: tvmq eval models/fmnist_convnet.onnx --config w4-kmeans-a8 "
+        "--data fashion-mnist --samples 1000 --layerwise",
+    )
+    p.add_argument("model", help="a .onnx or .tflite float model")
+    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
+    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
+    p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
+    p.add_argument("--data", choices=["fashion-mnist"], default="fashion-mnist")
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--calib-samples", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
         "inspect",

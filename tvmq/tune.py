@@ -176,15 +176,8 @@ def tune(
         tasks[t.task_name] = TaskResult(t.task_name, previous=done)
         if done < per_task:
             todo.append(t)
-    # MetaSchedule logs a task table per round to stdout; the caller shows progress instead
-    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    level = ms_logger.level
-    ms_logger.setLevel(logging.WARNING)
-    try:
-        interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
-                           _Progress, stopped)  # fmt: skip
-    finally:
-        ms_logger.setLevel(level)
+    interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
+                       _Progress, stopped)  # fmt: skip
     return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
 
 
@@ -193,14 +186,20 @@ def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, pro
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
-    rx = ms.relax_integration
     interrupted = False
     if todo:
-        contexts, weights = rx.extracted_tasks_to_tune_contexts(
-            todo, work_dir=str(work_dir), seed=seed, num_threads=1
-        )
+        contexts, weights = _tune_contexts(todo, Path(work_dir), seed)
         builder = LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress_cls()]
+        # MetaSchedule's task scheduler prints a table per round on its stdout handler
+        # (when its loggers exist); the caller shows progress instead.
+        quiet = [
+            (h, h.level)
+            for h in logging.getLogger("tvm.s_tir.meta_schedule").handlers
+            if type(h) is logging.StreamHandler
+        ]
+        for h, _ in quiet:
+            h.setLevel(logging.WARNING)
         try:
             ms.tune.tune_tasks(
                 tasks=contexts,
@@ -220,7 +219,41 @@ def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, pro
             if not stopped and "KeyboardInterrupt" not in str(exc):
                 raise
             interrupted = True
+        finally:
+            for h, level in quiet:
+                h.setLevel(level)
     return interrupted
+
+
+def _tune_contexts(todo, work_dir: Path, seed: int):
+    """TuneContexts with plain per-task file loggers in ``work_dir/logs``.
+
+    MetaSchedule's own ``extracted_tasks_to_tune_contexts`` configures its loggers with
+    ``logging.config.dictConfig``; a second tuning run in the same process then fails
+    inside that set-up (``'NoneType' object has no attribute 'format'`` in TVM 0.27)."""
+    from tvm.s_tir.meta_schedule import TuneContext
+    from tvm.s_tir.meta_schedule.utils import fork_seed
+
+    log_dir = work_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    contexts, weights = [], []
+    for task, rand in zip(todo, fork_seed(seed, n=len(todo))):
+        logger = logging.getLogger(f"tvmq.tune.{task.task_name}")
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        path = str(log_dir / f"{task.task_name[:100]}.log")
+        for h in list(logger.handlers):  # one file per work dir and task
+            logger.removeHandler(h)
+            h.close()
+        logger.addHandler(logging.FileHandler(path))
+        ctx = TuneContext(
+            mod=task.dispatched[0], target=task.target, space_generator="post-order-apply",
+            search_strategy="evolutionary", task_name=task.task_name, logger=logger,
+            rand_state=rand, num_threads=1,
+        )  # fmt: skip
+        contexts.append(ctx.clone())
+        weights.append(task.weight)
+    return contexts, weights
 
 
 class _TimeUp(Exception):
