@@ -20,7 +20,7 @@ from tvmq.config import QuantConfig
 from tvmq.evaluate import accuracy, calibration_set, load_split, standard_error
 from tvmq.frontend.load import load_model
 from tvmq.io import atomic_write_json
-from tvmq.quantize import quantize
+from tvmq.quantizer import quantize
 
 SCHEMES = ("uniform", "kmeans", "quantile", "nf", "pot", "tfx")
 LOW_BITS = ((8, 8), (6, 6), (5, 5), (4, 8), (4, 4), (3, 8), (3, 3), (2, 8), (2, 2))

@@ -14,15 +14,14 @@ SMLAD dot products), not yet autotuned. Per-layer instruction counts go into the
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from tvmq.backend.aot import generate_aot, peak_live_bytes
 from tvmq.backend.qemu import DEFAULT_BOARD, run_on_device
-from tvmq.config import get_config
-from tvmq.quantize import quantize
+from tvmq.config import fixed_point
+from tvmq.quantizer import quantize
 
 MODELS = {
     "kws_dscnn_float32": ((1, 49, 10, 1), (-50.0, 50.0)),
@@ -33,13 +32,6 @@ TFLM = {
     "kws_dscnn_float32": {"cmsis_nn": 7.70e6, "reference": 43.0e6, "arena": 22.8e3},
     "ic_resnet8_float32": {"cmsis_nn": 29.9e6, "reference": 107.4e6, "arena": 55.0e3},
 }
-
-
-def _fixed(preset: str):
-    cfg = get_config(preset)
-    return dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
 
 
 def run(out_dir: Path, models_dir: Path, progress=None) -> dict:
@@ -53,7 +45,7 @@ def run(out_dir: Path, models_dir: Path, progress=None) -> dict:
         xs = rng.uniform(lo, hi, (2, *shape)).astype(np.float32)
         rows = []
         for preset in CONFIGS:
-            qm = quantize(path, _fixed(preset), calib=calib)
+            qm = quantize(path, fixed_point(preset), calib=calib)
             aot = generate_aot(qm.fused())
             dev = run_on_device(aot, xs, out_dir / "device" / name / preset, DEFAULT_BOARD)
             rows.append(

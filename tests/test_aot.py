@@ -1,6 +1,5 @@
 """The C AOT executor: memory planning, agreement with TVM, determinism, golden source."""
 
-import dataclasses
 import itertools
 import os
 from pathlib import Path
@@ -15,16 +14,12 @@ from test_quantize_e2e import onnx_model
 import tvmq
 from tvmq.backend.aot import Buffer, generate_aot, peak_live_bytes, plan_memory
 from tvmq.backend.host import HostModel
-from tvmq.config import get_config
+from tvmq.config import fixed_point
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def fixed(preset):
-    cfg = get_config(preset)
-    return dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
+fixed = fixed_point
 
 
 buffers = st.lists(

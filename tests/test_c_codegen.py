@@ -1,8 +1,6 @@
 """tvmq's plain-C printer: every fused kernel of real models, gcc-built, equals TVM's LLVM
 build of the same TIR (bit for bit on integer outputs)."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import tvm
@@ -13,14 +11,9 @@ from tvm import relax, tirx
 import tvmq
 from tvmq.backend import generate_c
 from tvmq.backend.host import call, compile_shared
-from tvmq.config import get_config
+from tvmq.config import fixed_point
 
-
-def fixed(preset):
-    cfg = get_config(preset)
-    return dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
+fixed = fixed_point
 
 
 def call_sites(fused):

@@ -1,7 +1,5 @@
 """Fixed-point requantize: integer-only epilogues for FPU-less cores."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -12,7 +10,7 @@ from test_quantize_e2e import onnx_model
 from tvm import relax
 
 import tvmq
-from tvmq.config import get_config
+from tvmq.config import fixed_point
 from tvmq.kernels import (
     int_level_table,
     lut_conv_int_compute,
@@ -25,11 +23,7 @@ from tvmq.kernels import (
 RNG = np.random.default_rng(9)
 
 
-def fixed(preset: str):
-    cfg = get_config(preset)
-    return dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
+fixed = fixed_point
 
 
 @given(st.floats(1e-6, 1e3, allow_nan=False))

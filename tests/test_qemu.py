@@ -1,6 +1,5 @@
 """Models on emulated Cortex-M boards (QEMU, bare metal): bit-exact, deterministic."""
 
-import dataclasses
 import shutil
 import subprocess
 
@@ -13,7 +12,7 @@ import tvmq
 from tvmq.backend.aot import generate_aot
 from tvmq.backend.host import HostModel, ToolchainError
 from tvmq.backend.qemu import BOARDS, board, build_elf, link_flags, run_elf, run_on_device
-from tvmq.config import get_config
+from tvmq.config import fixed_point
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
@@ -21,11 +20,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def fixed(preset):
-    cfg = get_config(preset)
-    return dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
+fixed = fixed_point
 
 
 @pytest.fixture(scope="module")

@@ -175,3 +175,12 @@ def test_torch_export_path():
     qm = tvmq.quantize(program, "w4-kmeans")
     assert [r.kind for r in qm.layers] == ["conv2d", "dense"]
     check(qm, RNG.standard_normal((2, 1, 1, 8, 8)).astype(np.float32), floor_db=15.0)
+
+
+def test_quantize_stays_a_function_after_importing_its_module():
+    """``from tvmq.quantizer import QuantizedModel`` first must not shadow ``tvmq.quantize``
+    (a submodule of the same name would replace the function on the package)."""
+    import importlib
+
+    importlib.import_module("tvmq.quantizer")
+    assert callable(tvmq.quantize)

@@ -1,6 +1,5 @@
 """The MCU schedule of the integer kernels and the int8 dot-product instruction selection."""
 
-import dataclasses
 import shutil
 
 import numpy as np
@@ -15,14 +14,9 @@ from tvmq.backend.aot import generate_aot
 from tvmq.backend.c_codegen import print_function
 from tvmq.backend.host import HostModel, call, compile_shared
 from tvmq.backend.schedule import schedule_mcu
-from tvmq.config import get_config
+from tvmq.config import fixed_point
 
-
-def fixed(preset):
-    cfg = get_config(preset)
-    return dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
+fixed = fixed_point
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """MetaSchedule tuning of the LUT kernels: a small real run, its database, applying it."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 import tvm
@@ -10,15 +8,10 @@ from test_quantize_e2e import onnx_model
 from tvm import relax
 
 import tvmq
-from tvmq.config import get_config
+from tvmq.config import fixed_point
 from tvmq.tune import has_database, host_target, tune
 
-
-def fixed(preset):
-    cfg = get_config(preset)
-    return dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
+fixed = fixed_point
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,11 @@ from .metrics import mse, sqnr_db
 from .packing import pack, unpack
 from .schemes import SchemeConfig, fit, get_scheme, list_schemes, register_scheme
 
+# The implementation lives in ``tvmq.quantizer``: a submodule named ``quantize`` would
+# replace the function ``tvmq.quantize`` with itself when imported directly.
 _LAZY = {
-    "quantize": ("tvmq.quantize", "quantize"),
-    "QuantizedModel": ("tvmq.quantize", "QuantizedModel"),
+    "quantize": ("tvmq.quantizer", "quantize"),
+    "QuantizedModel": ("tvmq.quantizer", "QuantizedModel"),
     "load_model": ("tvmq.frontend.load", "load_model"),
     "ModelImportError": ("tvmq.frontend.load", "ModelImportError"),
     "QuantConfig": ("tvmq.config", "QuantConfig"),

@@ -119,17 +119,15 @@ def _deploy_data(kind: str, shape: tuple, n: int, split: str, seed: int):
 def _quantized(args):
     """``(quantized model, input shape, config)`` from the model / config / data options
     shared by deploy and tune."""
-    from .config import get_config
+    from .config import fixed_point, get_config
     from .frontend.load import load_model
-    from .quantize import quantize
+    from .quantizer import quantize
 
     cfg = get_config(args.config)
     if args.fixed_point:
         if cfg.activation is None:
             raise TvmqError("--fixed-point needs a config with activations (e.g. w4-kmeans-a8)")
-        cfg = dataclasses.replace(
-            cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-        )
+        cfg = fixed_point(cfg)
     if getattr(args, "layerwise", False):
         cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, layerwise=True))
     mod = load_model(args.model)
@@ -344,7 +342,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from .inspect import inspect_model
+    from .inspection import inspect_model
 
     info = inspect_model(args.model)
     if args.json:

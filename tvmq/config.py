@@ -237,3 +237,14 @@ def get_config(config: str | QuantConfig | dict, **changes: Any) -> QuantConfig:
     elif not isinstance(config, QuantConfig):
         raise ConfigError(f"config must be a preset name, QuantConfig or dict, got {config!r}")
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def fixed_point(config: str | QuantConfig | dict) -> QuantConfig:
+    """``config`` with integer-only fixed-point epilogues (``requantize="fixed"``): what an
+    FPU-less core runs, and what the MCU kernels are fastest with."""
+    cfg = get_config(config)
+    if cfg.activation is None:
+        raise ConfigError("fixed-point epilogues need quantized activations (e.g. w4-kmeans-a8)")
+    return dataclasses.replace(
+        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
+    )

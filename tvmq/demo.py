@@ -108,84 +108,20 @@ def mlp_to_onnx(params: list[np.ndarray], batch: int):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-def deploy_stage(params, xtr, xte, yte, out_dir: Path, console: Console, n_test: int = 200):
-    """Quantize W4A8 (fixed point), run on QEMU mps2-an386, report accuracy and costs."""
-    import dataclasses
-
-    from .backend.aot import generate_aot
-    from .backend.host import HostModel
-    from .backend.qemu import DEFAULT_BOARD, run_on_device
-    from .config import get_config
-    from .quantize import quantize
-
-    cfg = get_config("w4-kmeans-a8")
-    cfg = dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
-    rng = np.random.default_rng(0)
-    calib = [xtr[i : i + 1] for i in rng.choice(xtr.shape[0], 256, replace=False)]
-    with console.status("W4A8 quantization with 256 calibration images (train split)..."):
-        qm = quantize(mlp_to_onnx(params, batch=1), cfg, calib=calib)
-        aot = generate_aot(qm.fused())
-    x = xte[:n_test].reshape(n_test, 1, 784)
-    with console.status(f"running {n_test} test images on QEMU {DEFAULT_BOARD} (Cortex-M4F)..."):
-        dev = run_on_device(aot, x, out_dir / "device", DEFAULT_BOARD)
-    host = HostModel(aot, out_dir / "host")
-    host_logits = np.stack([host.run(v) for v in x])
-    if not np.array_equal(dev.outputs.view(np.uint32), host_logits.view(np.uint32)):
-        raise TvmqError("device outputs differ from the host build of the same C")
-    dev_acc = 100.0 * float(np.mean(dev.outputs.reshape(n_test, -1).argmax(1) == yte[:n_test]))
-    float_acc = mlp_accuracy(params, xte[:n_test], yte[:n_test])
-    instr = int(np.median(dev.instructions))
-    table = Table(title=f"Deployed: W4A8 k-means MLP on QEMU {DEFAULT_BOARD} (Cortex-M4F)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row(f"float accuracy (host, first {n_test} test images)", f"{float_acc:.1f} %")
-    table.add_row("device accuracy (same images, bit-identical to host C)", f"{dev_acc:.1f} %")
-    table.add_row("flash: text + data (incl. test images)", f"{dev.flash_bytes / 1024:.1f} KiB")
-    table.add_row("model constants (packed weights, tables)", f"{aot.const_bytes / 1024:.1f} KiB")
-    table.add_row(
-        "float32 weights for comparison", f"{sum(p.nbytes for p in params) / 1024:.1f} KiB"
-    )
-    table.add_row("RAM: data + bss (incl. arena)", f"{dev.ram_bytes / 1024:.1f} KiB")
-    table.add_row("activation arena", f"{aot.arena_bytes / 1024:.1f} KiB")
-    table.add_row("stack high-water (main + one inference)", f"{dev.stack_bytes} B")
-    table.add_row("instructions per inference (median, untuned)", f"{instr:,}")
-    console.print(table)
-    return {
-        "board": DEFAULT_BOARD,
-        "config": cfg.to_dict(),
-        "samples": n_test,
-        "float_accuracy": float_acc,
-        "device_accuracy": dev_acc,
-        "flash_bytes": dev.flash_bytes,
-        "ram_bytes": dev.ram_bytes,
-        "const_bytes": aot.const_bytes,
-        "arena_bytes": aot.arena_bytes,
-        "stack_bytes": dev.stack_bytes,
-        "instructions_median": instr,
-        "instructions": dev.instructions,
-    }
-
-
 def convnet_stage(out_dir: Path, console: Console, n_test: int = 200, tune_trials: int = 8) -> dict:
     """Step 3 of the module doc on the shipped ConvNet; returns the numbers it prints."""
-    import dataclasses
 
     from . import zoo
     from .backend.aot import generate_aot
     from .backend.host import HostModel
     from .backend.qemu import DEFAULT_BOARD, run_on_device
-    from .config import get_config
+    from .config import fixed_point
     from .evaluate import accuracy, calibration_set, load_split
-    from .quantize import quantize
+    from .quantizer import quantize
 
     name = "fmnist_convnet"
     meta = zoo.info(name)
-    cfg = get_config("w4-kmeans-a8")
-    cfg = dataclasses.replace(
-        cfg, activation=dataclasses.replace(cfg.activation, requantize="fixed")
-    )
+    cfg = fixed_point("w4-kmeans-a8")
     with console.status("W4A8 k-means, 256 calibration images (train split), NHWC..."):
         qm = quantize(
             zoo.model_path(name), cfg, calib=calibration_set(meta["dataset"], 256),
@@ -283,7 +219,7 @@ def run(out_dir: Path, bits: tuple[int, ...], console: Console, tune_trials: int
     console.print(f"float MLP test accuracy: [bold]{float_acc:.2f}%[/] on 10,000 test images")
 
     from .config import QuantConfig
-    from .quantize import quantize
+    from .quantizer import quantize
 
     onnx_model = mlp_to_onnx(params, batch=xte.shape[0])
     acc, kib = {}, {}
