@@ -215,7 +215,9 @@ def annotate_quant(
                 note = "levels refined on calibration data"
             packed, levels, spec = lut_decode_constants(cb, w_store, codes)
             if act is not None:
-                act_bits[site.call] = act.bits
+                reads_input = any(a.same_as(site.call.args[0]) for a in func.params)
+                bits = act.input_bits if reads_input and act.input_bits else act.bits
+                act_bits[site.call] = bits
                 if spec.group_size is None:
                     levels = relax.const(snap_levels(levels.value.numpy()), "float32")
             decoded = lut_decode(packed, levels, spec)

@@ -114,3 +114,32 @@ def test_layerwise_quantize_reports_refined_layers():
     assert any("refined" in n for n in notes)
     x = calib_batches(1)[0]
     assert np.isfinite(qm.build().run(x)).all()
+
+
+def test_input_bits_keep_the_model_input_at_8_bits():
+    """``activation.input_bits``: the layer reading the model input quantizes it with its
+    own width, the other layers with ``bits``."""
+    from test_integer_path import calib_batches
+    from test_quantize_e2e import onnx_model
+
+    from tvmq.ops import QUANTIZE_OP, act_params, is_op
+
+    cfg = QuantConfig(weight={"scheme": "kmeans", "bits": 4},
+                      activation={"bits": 4, "input_bits": 8})  # fmt: skip
+    qm = tvmq.quantize(onnx_model(), cfg, calib=calib_batches(4))
+    main = qm.annotated["main"]
+    found = []
+
+    @relax.expr_functor.visitor
+    class _Find(relax.PyExprVisitor):
+        def visit_call_(self, call):
+            if is_op(call, QUANTIZE_OP):
+                reads_input = any(call.args[0].same_as(p) for p in main.params)
+                found.append((reads_input, act_params(call)[2]))
+            super().visit_call_(call)
+
+    _Find().visit_expr(main)
+    assert (True, 8) in found and any(b == 4 for r, b in found if not r)
+    assert QuantConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(Exception, match="bits"):
+        QuantConfig(activation={"bits": 4, "input_bits": 1})

@@ -45,17 +45,24 @@ class ActivationConfig:
         ``"fixed"`` folds bias, ReLU/ReLU6 and the next layer's quantize into an
         integer-only multiplier/shift (within one output code of the simulation; for
         FPU-less cores such as Cortex-M3).
+    input_bits : int, optional
+        Bits for layers that read a model input directly (the first layer), e.g. 8 with
+        ``bits=2``: the raw input (pixels) is the one activation a low-bit code hurts most,
+        and it is usually stored in 8 bits anyway. None: ``bits``.
     """
 
     bits: int = 8
     method: str = "mse"
     percentile: float = 99.99
     requantize: str = "float"
+    input_bits: int | None = None
 
     def __post_init__(self) -> None:
         from .packing import check_bits
 
         check_bits(self.bits)
+        if self.input_bits is not None:
+            check_bits(self.input_bits)
         if self.method not in _ACT_METHODS:
             raise ConfigError(
                 f"activation method must be one of {_ACT_METHODS}, got {self.method!r}"
