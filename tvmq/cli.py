@@ -139,7 +139,8 @@ def _quantized(args):
     if cfg.activation is not None or cfg.ptq.layerwise:
         xs, _ = _deploy_data(args.data, shape, args.calib_samples, "train", seed=1)
         calib = list(xs)
-    return quantize(mod, cfg, calib=calib), shape, cfg
+    layout = getattr(args, "layout", "keep")
+    return quantize(mod, cfg, calib=calib, layout=None if layout == "keep" else layout), shape, cfg
 
 
 def _cmd_deploy(args) -> int:
@@ -438,6 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--calib-samples", type=int, default=128)
+    p.add_argument(
+        "--layout", choices=["NHWC", "NCHW", "keep"], default="NHWC",
+        help="2-D convolution layout to compile (channels-last is fastest on Cortex-M)",
+    )  # fmt: skip
     p.add_argument("--project-dir", type=Path, default=None)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per step")
     p.add_argument("--json", action="store_true", help="machine-readable output")
