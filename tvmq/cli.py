@@ -378,6 +378,14 @@ def _cmd_demo(args) -> int:
     return demo.main(["--out", str(args.out)] if args.out else [])
 
 
+def _model_options(p: argparse.ArgumentParser, calib_samples: int) -> None:
+    """The model / config options of the commands that quantize (deploy, eval, tune)."""
+    p.add_argument("model", help="a .onnx or .tflite float model")
+    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
+    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
+    p.add_argument("--calib-samples", type=int, default=calib_samples)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tvmq",
@@ -423,14 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: tvmq deploy mlp.onnx --board mps2-an386 --config w4-kmeans-a8 "
         "--fixed-point --data fashion-mnist --samples 50",
     )
-    p.add_argument("model", help="a .onnx or .tflite float model")
+    _model_options(p, calib_samples=128)
     p.add_argument(
         "--board",
         default="mps2-an386",
         choices=["host", "mps2-an385", "mps2-an386", "mps2-an500", "mps3-an547"],
     )
-    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
-    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
     p.add_argument(
         "--data",
         choices=["fashion-mnist", "random"],
@@ -438,7 +444,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples to run (and calibrate on); random gives agreement only",
     )
     p.add_argument("--samples", type=int, default=20)
-    p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument(
         "--layout", choices=["NHWC", "NCHW", "keep"], default="NHWC",
         help="2-D convolution layout to compile (channels-last is fastest on Cortex-M)",
@@ -457,13 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: tvmq eval models/fmnist_convnet.onnx --config w4-kmeans-a8 "
         "--data fashion-mnist --samples 1000 --layerwise",
     )
-    p.add_argument("model", help="a .onnx or .tflite float model")
-    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
-    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
+    _model_options(p, calib_samples=256)
     p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
     p.add_argument("--data", choices=["fashion-mnist"], default="fashion-mnist")
     p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
 
@@ -489,12 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: tvmq tune model.onnx --config w4-kmeans-a8 --data fashion-mnist "
         "--trials 64 --db tuning/ --plot tuning.png",
     )
-    p.add_argument("model", help="a .onnx or .tflite float model")
-    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
-    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
+    _model_options(p, calib_samples=128)
     p.add_argument("--data", choices=["fashion-mnist", "random"], default="random",
                    help="calibration samples")  # fmt: skip
-    p.add_argument("--calib-samples", type=int, default=128)
     p.add_argument("--db", type=Path, required=True, help="tuning work directory (database)")
     p.add_argument("--trials", type=int, default=64, help="measurements over all kernels")
     p.add_argument("--per-task", type=int, default=None, help="measurements per kernel")
