@@ -70,16 +70,52 @@ def stats_module(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     mod = relax.transform.ToNonDataflow()(mod)
     m = _Unquantize(mod)
     func = m.visit_expr(mod["main"])
+    out = with_extra_outputs(mod, func, m.taps)
+    return relax.transform.DeadCodeElimination()(out), len(m.taps)
+
+
+def with_extra_outputs(mod: tvm.IRModule, func: relax.Function, extra: list) -> tvm.IRModule:
+    """``mod`` whose ``main`` is ``func`` (non-dataflow) returning ``(its output, *extra)``;
+    ``extra`` are values bound in ``func`` (to read intermediate tensors on real data)."""
     body = func.body
-    outputs = [body.body, *m.taps]
+    outputs = [body.body, *extra]
     ret_ty = relax.TupleType([o.ty for o in outputs])
     new_body = relax.SeqExpr(body.blocks, relax.Tuple(outputs))
-    new_func = relax.Function(func.params, new_body, ret_ty, func.is_pure, func.attrs)
-    out = tvm.IRModule({"main": new_func})
+    out = tvm.IRModule({"main": relax.Function(func.params, new_body, ret_ty, func.is_pure,
+                                               func.attrs)})  # fmt: skip
     for gv, f in mod.functions_items():
         if gv.name_hint != "main":
             out[gv] = f
-    return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(out)), len(m.taps)
+    return relax.transform.Normalize()(out)
+
+
+def run_samples(mod: tvm.IRModule, data, params) -> Iterable:
+    """Build ``mod`` for the host (once, on the first sample) and yield ``main``'s outputs
+    for each calibration item of ``data``, checked against ``params`` (the model's inputs:
+    count, shape, finite values). An empty ``data`` is an error."""
+    vm = None
+    count = 0
+    for inputs in _batches(data):
+        if len(inputs) != len(params):
+            raise DataError(f"calibration item has {len(inputs)} arrays, model takes {len(params)}")
+        args = []
+        for p, x in zip(params, inputs):
+            x = np.asarray(x, dtype=str(p.ty.dtype))
+            want = tuple(int(s) for s in p.ty.shape)
+            if x.shape != want:
+                raise DataError(
+                    f"calibration input for {p.name!r} has shape {x.shape}, expected {want}"
+                )
+            if not np.all(np.isfinite(x)):
+                raise DataError("calibration data holds NaN/inf")
+            args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
+        if vm is None:
+            target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+            vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+        yield vm["main"](*args)
+        count += 1
+    if count == 0:
+        raise DataError("calibration data is empty")
 
 
 class _Stats:
@@ -173,34 +209,11 @@ def calibrate(
             f"{len(sites) - n_taps} quant.quantize site(s) are not followed by their "
             "quant.dequantize; Calibrate handles the pairs AnnotateQuant writes"
         )
-    params = mod["main"].params
     rng = np.random.default_rng(seed)
     stats = [_Stats(rng) for _ in sites]
-    vm = None
-    count = 0
-    for inputs in _batches(data):
-        if len(inputs) != len(params):
-            raise DataError(f"calibration item has {len(inputs)} arrays, model takes {len(params)}")
-        args = []
-        for p, x in zip(params, inputs):
-            x = np.asarray(x, dtype=str(p.ty.dtype))
-            want = tuple(int(s) for s in p.ty.shape)
-            if x.shape != want:
-                raise DataError(
-                    f"calibration input for {p.name!r} has shape {x.shape}, expected {want}"
-                )
-            if not np.all(np.isfinite(x)):
-                raise DataError("calibration data holds NaN/inf")
-            args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
-        if vm is None:
-            target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
-            vm = relax.VirtualMachine(tvm.compile(smod, target=target), tvm.cpu())
-        outs = vm["main"](*args)
+    for outs in run_samples(smod, data, mod["main"].params):
         for i, s in enumerate(stats):
             s.add(outs[i + 1].numpy())
-        count += 1
-    if count == 0:
-        raise DataError("calibration data is empty")
     ranges = [s.params(act_params(c)[2], config) for s, c in zip(stats, sites)]
     rewriter = _SetRanges(mod, dict(zip(sites, ranges)), bound)
     for gv, func in mod.functions_items():

@@ -13,8 +13,6 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ..errors import DataError
-
 
 def _conv_attrs(call) -> dict | None:
     a = call.attrs
@@ -82,6 +80,7 @@ def input_rows(x: np.ndarray, how: dict, kernel_hw: tuple[int, int]) -> np.ndarr
 def collect(mod: tvm.IRModule, calib, max_rows: int = 4096, seed: int = 0) -> dict[int, np.ndarray]:
     """``{site index: rows (<= max_rows, K)}`` for the supported weight sites of ``mod``."""
     from relay_passes.annotate_quant import find_weight_sites
+    from relay_passes.calibrate import run_samples, with_extra_outputs
 
     mod = relax.transform.ToNonDataflow()(mod)
     func = mod["main"]
@@ -93,37 +92,11 @@ def collect(mod: tvm.IRModule, calib, max_rows: int = 4096, seed: int = 0) -> di
             taps[i] = (site, how)
     if not taps:
         return {}
-    body = func.body
-    outs = [body.body] + [site.call.args[0] for site, _ in taps.values()]
-    new_func = relax.Function(
-        func.params,
-        relax.SeqExpr(body.blocks, relax.Tuple(outs)),
-        relax.TupleType([o.ty for o in outs]),
-        func.is_pure,
-        func.attrs,
-    )
-    tap_mod = tvm.IRModule({"main": new_func})
-    for gv, f in mod.functions_items():
-        if gv.name_hint != "main":
-            tap_mod[gv] = f
-    tap_mod = relax.transform.Normalize()(tap_mod)
-    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
-    vm = relax.VirtualMachine(tvm.compile(tap_mod, target=target), tvm.cpu())
+    tap_mod = with_extra_outputs(mod, func, [site.call.args[0] for site, _ in taps.values()])
     rows: dict[int, list] = {i: [] for i in taps}
-    n_in = len(func.params)
-    count = 0
-    for sample in calib:
-        args = sample if isinstance(sample, tuple | list) else (sample,)
-        if len(args) != n_in:
-            raise DataError(f"calibration samples need {n_in} input(s), got {len(args)}")
-        outs = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args])
+    for outs in run_samples(tap_mod, calib, func.params):
         for k, (i, (site, how)) in enumerate(taps.items()):
-            x = outs[k + 1].numpy()
-            hw = _kernel_hw(site, how)
-            rows[i].append(input_rows(x, how, hw))
-        count += 1
-    if count == 0:
-        raise DataError("no calibration samples")
+            rows[i].append(input_rows(outs[k + 1].numpy(), how, _kernel_hw(site, how)))
     rng = np.random.default_rng(seed)
     out = {}
     for i, parts in rows.items():
