@@ -73,13 +73,25 @@ class QuantizedModel:
     config: QuantConfig
     layers: list
     _vms: dict = field(default_factory=dict, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def _memoized(self, name: str, make):
+        """``make()`` once per (annotated, config): legalization takes seconds on real
+        models and deployment, tuning and kernel timing all start from it."""
+        hit = self._memo.get(name)
+        if hit is not None and hit[0] is self.annotated and hit[1] is self.config:
+            return hit[2]
+        value = make()
+        self._memo[name] = (self.annotated, self.config, value)
+        return value
 
     def legalized(self):
         """The module with LUT kernels (:class:`relay_passes.LegalizeLUT`)."""
         from relay_passes import LegalizeLUT
 
         act = self.config.activation
-        return LegalizeLUT(act.requantize if act is not None else "float")(self.annotated)
+        mode = act.requantize if act is not None else "float"
+        return self._memoized("legalized", lambda: LegalizeLUT(mode)(self.annotated))
 
     def simulated(self):
         """The fake-quant module (:class:`relay_passes.SimulateQuant`)."""
@@ -94,7 +106,9 @@ class QuantizedModel:
 
         from .pipeline import fusion_passes
 
-        return tvm.transform.Sequential(fusion_passes())(self.legalized())
+        return self._memoized(
+            "fused", lambda: tvm.transform.Sequential(fusion_passes())(self.legalized())
+        )
 
     def _vm(self, kind: str, target):
         import tvm

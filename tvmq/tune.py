@@ -87,11 +87,6 @@ class TuneResult:
         }
 
 
-def fused_module(qm) -> tvm.IRModule:
-    """The module MetaSchedule sees: the quantized model after fusion."""
-    return qm.fused()
-
-
 def lut_task_names(mod: tvm.IRModule) -> list[str]:
     return sorted(gv.name_hint for gv, f in mod.functions_items() if "lut_" in gv.name_hint)
 
@@ -138,7 +133,7 @@ def tune(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     target = target or host_target()
-    mod = fused_module(qm)
+    mod = qm.fused()
     names = lut_task_names(mod) if ops == "lut" else None
     if names is not None and not names:
         raise TvmqError("the model has no LUT kernels to tune")
@@ -277,7 +272,7 @@ def kernel_times(
     from .backend.schedule import schedule_mcu
 
     target = target or host_target()
-    mod = fused_module(qm)
+    mod = qm.fused()
     if tuning is not None:
         from tvm import relax
 
