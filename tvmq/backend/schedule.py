@@ -22,11 +22,14 @@ apply (an unusual fused epilogue, say) is skipped: the kernel stays correct, onl
 
 from __future__ import annotations
 
+import logging
+
 import tvm
 from tvm import tirx
 from tvm.s_tir import Schedule, ScheduleError
 
 ANNOTATION = "tvmq.channel_axis"
+_log = logging.getLogger(__name__)
 
 
 def _annotated_acc(sch: Schedule):
@@ -40,11 +43,8 @@ def _try(fn, *args, **kwargs) -> bool:
     try:
         fn(*args, **kwargs)
         return True
-    except ScheduleError as err:
-        import os
-
-        if os.environ.get("TVMQ_DEBUG_SCHEDULE"):
-            print(str(err).splitlines()[-1])
+    except ScheduleError as err:  # the kernel stays correct, only slower
+        _log.debug("%s skipped: %s", fn.__name__, str(err).splitlines()[-1])
         return False
 
 
