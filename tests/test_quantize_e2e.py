@@ -168,6 +168,7 @@ def test_bad_inputs_to_run(mlperf_model):
 
 def test_torch_export_path():
     torch = pytest.importorskip("torch", reason="the torch path needs the 'train' extra")
+    torch.manual_seed(0)  # unseeded init once gave a near-tie in top-1 (CI stop 10)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 5)
     ).eval()
