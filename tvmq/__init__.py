@@ -21,6 +21,7 @@ _LAZY = {
     "load_model": ("tvmq.frontend.load", "load_model"),
     "ModelImportError": ("tvmq.frontend.load", "ModelImportError"),
     "QuantConfig": ("tvmq.config", "QuantConfig"),
+    "load_artifact": ("tvmq.artifact", "load"),
 }
 
 
@@ -50,6 +51,7 @@ __all__ = [
     "fit",
     "get_scheme",
     "list_schemes",
+    "load_artifact",
     "load_model",
     "mse",
     "pack",

@@ -66,12 +66,18 @@ class QuantizedModel:
         After :class:`relay_passes.AnnotateQuant` (weights are ``quant.lut_decode`` calls).
     config : QuantConfig
     layers : list of relay_passes.LayerReport
+    layout : str, optional
+        The convolution layout ``quantize`` converted to (None: the model's own).
+    manifest : dict, optional
+        Set when loaded from an artifact (:func:`tvmq.load_artifact`).
     """
 
     float_module: Any
     annotated: Any
     config: QuantConfig
     layers: list
+    layout: str | None = None
+    manifest: dict | None = None
     _vms: dict = field(default_factory=dict, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
 
@@ -160,6 +166,19 @@ class QuantizedModel:
         """Run the original float model on the host."""
         return _vm_run(self._vm("float", _target("llvm")), self.float_module["main"], inputs)
 
+    def save(self, path, *, source=None) -> Any:
+        """Write this model as a ``.tvmq`` artifact (atomically); see :mod:`tvmq.artifact`.
+
+        ``source`` is the model file it came from (its name and hash go into the manifest).
+        """
+        from .artifact import save
+
+        return save(self, path, source=source, layout=self.layout)
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(s) for s in p.ty.shape) for p in self.float_module["main"].params]
+
     def report(self) -> dict:
         """Per-layer scheme, bits, weight SQNR and bytes, plus totals."""
         float_bytes = sum(r.float_bytes for r in self.layers)
@@ -237,4 +256,6 @@ def quantize(
     annotated, report = annotate_quant(mod, cfg, layer_inputs)
     if cfg.activation is not None:
         annotated, _ = calibrate(annotated, calib, cfg.activation)
-    return QuantizedModel(float_module=mod, annotated=annotated, config=cfg, layers=report)
+    return QuantizedModel(
+        float_module=mod, annotated=annotated, config=cfg, layers=report, layout=layout
+    )
