@@ -116,31 +116,167 @@ def _deploy_data(kind: str, shape: tuple, n: int, split: str, seed: int):
     return rng.standard_normal((n, *shape)).astype(np.float32), None
 
 
-def _quantized(args):
-    """``(quantized model, input shape, config)`` from the model / config / data options
-    shared by deploy and tune."""
-    from .config import fixed_point, get_config
-    from .frontend.load import load_model
-    from .quantizer import quantize
+def _calib_data(spec: str, shape: tuple, n: int):
+    """Calibration samples for ``--calib``: ``fashion-mnist`` / ``random`` (train split, a
+    seeded draw of ``n``) or a ``.npy`` file of samples shaped ``(N, *input shape)``."""
+    import numpy as np
 
-    cfg = get_config(args.config)
+    from .errors import DataError
+
+    if spec in ("fashion-mnist", "random"):
+        xs, _ = _deploy_data(spec, shape, n, "train", seed=1)
+        return list(xs)
+    path = Path(spec)
+    if path.suffix != ".npy":
+        raise TvmqError(f"--calib takes fashion-mnist, random or a .npy file, got {spec!r}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read calibration data {path}: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"{path}: calibration data must be numeric, got dtype {arr.dtype}")
+    if arr.ndim < 1 or arr.shape[0] == 0 or arr[0].size != int(np.prod(shape)):
+        raise DataError(
+            f"{path}: calibration data must be (N, *{shape}) samples, got shape {arr.shape}"
+        )
+    return [a.reshape(shape).astype(np.float32) for a in arr[:n]]
+
+
+def _per_layer(items: list[str]) -> tuple[tuple[str, dict], ...]:
+    """``PATTERN:key=value,key=value`` (values parsed as JSON where they are) as overrides."""
+    out = []
+    for item in items:
+        pattern, sep, opts = item.partition(":")
+        if not sep or not pattern or not opts:
+            raise TvmqError(f"--per-layer takes PATTERN:key=value[,key=value], got {item!r}")
+        d = {}
+        for kv in opts.split(","):
+            key, eq, value = kv.partition("=")
+            if not eq or not key.strip():
+                raise TvmqError(f"--per-layer {item!r}: {kv!r} is not key=value")
+            try:
+                d[key.strip()] = json.loads(value)
+            except ValueError:
+                d[key.strip()] = value
+        out.append((pattern, d))
+    return tuple(out)
+
+
+def _config_from_args(args):
+    from .config import fixed_point, get_config
+
+    cfg = get_config(args.config or "w4-kmeans-a8")
     if args.fixed_point:
         if cfg.activation is None:
             raise TvmqError("--fixed-point needs a config with activations (e.g. w4-kmeans-a8)")
         cfg = fixed_point(cfg)
+    changes = {}
     if getattr(args, "layerwise", False):
-        cfg = dataclasses.replace(cfg, ptq=dataclasses.replace(cfg.ptq, layerwise=True))
-    mod = load_model(args.model)
-    params = mod["main"].params
-    if len(params) != 1:
-        raise TvmqError(f"{args.command} supports single-input models, this one has {len(params)}")
-    shape = tuple(int(s) for s in params[0].ty.shape)
-    calib = None
-    if cfg.activation is not None or cfg.ptq.layerwise:
-        xs, _ = _deploy_data(args.data, shape, args.calib_samples, "train", seed=1)
-        calib = list(xs)
-    layout = getattr(args, "layout", "keep")
-    return quantize(mod, cfg, calib=calib, layout=None if layout == "keep" else layout), shape, cfg
+        changes["ptq"] = dataclasses.replace(cfg.ptq, layerwise=True)
+    if getattr(args, "per_layer", None):
+        changes["overrides"] = cfg.overrides + _per_layer(args.per_layer)
+    if getattr(args, "skip", None):
+        changes["skip"] = cfg.skip + tuple(args.skip)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def _quantized(args, default_layout: str | None = "keep"):
+    """``(quantized model, input shape, config, label)`` from the model options shared by
+    quantize, eval, tune and deploy: MODEL is a float model (quantized now with --config)
+    or a ``.tvmq`` artifact (loaded as it is)."""
+    from .artifact import is_artifact, load
+    from .frontend.load import load_model
+    from .quantizer import quantize
+
+    layout = getattr(args, "layout", None)
+    if is_artifact(args.model):
+        given = [
+            opt
+            for opt, value in (
+                ("--config", args.config),
+                ("--fixed-point", args.fixed_point),
+                ("--layerwise", getattr(args, "layerwise", False)),
+                ("--per-layer", getattr(args, "per_layer", None)),
+            )
+            if value
+        ]
+        if given:
+            raise TvmqError(
+                f"{args.model} is a quantized artifact: {', '.join(given)} only work on float "
+                "model files (quantize again from the model to change them)"
+            )
+        qm = load(args.model)
+        if layout not in (None, "keep") and layout != (qm.layout or "keep"):
+            raise TvmqError(
+                f"{args.model} was quantized with layout {qm.layout or 'keep'}; "
+                f"--layout {layout} needs a new quantization from the model file"
+            )
+        shapes = qm.input_shapes
+        label = f"{Path(args.model).name}"
+    else:
+        cfg = _config_from_args(args)
+        mod = load_model(args.model)
+        shapes = [tuple(int(s) for s in p.ty.shape) for p in mod["main"].params]
+        calib = None
+        if len(shapes) == 1 and (cfg.activation is not None or cfg.ptq.layerwise):
+            source = getattr(args, "calib", None) or getattr(args, "data", None)
+            if source is None:
+                raise TvmqError(
+                    "the config quantizes activations: pass --calib fashion-mnist or --calib "
+                    "FILE.npy with a few hundred real input samples (not test data)"
+                )
+            calib = _calib_data(source, shapes[0], args.calib_samples)
+        layout = default_layout if layout is None else layout
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"quantizing {Path(args.model).name}"):
+            qm = quantize(mod, cfg, calib=calib, layout=None if layout == "keep" else layout)
+        label = f"{Path(args.model).name} ({args.config or 'w4-kmeans-a8'})"
+    if len(shapes) != 1:
+        raise TvmqError(f"{args.command} supports single-input models, this one has {len(shapes)}")
+    return qm, shapes[0], qm.config, label
+
+
+def _cmd_quantize(args) -> int:
+    if args.calib_samples < 1:
+        raise TvmqError("--calib-samples must be at least 1")
+    from .artifact import is_artifact
+
+    if is_artifact(args.model):
+        raise TvmqError(f"{args.model} is already a quantized artifact; give a float model")
+    qm, shape, _, label = _quantized(args)
+    out = qm.save(args.output, source=args.model)
+    rep = qm.report()
+    info = {
+        "artifact": str(out),
+        "bytes": out.stat().st_size,
+        "input_shape": list(shape),
+        **{k: rep[k] for k in ("float_weight_bytes", "quant_weight_bytes", "compression")},
+        "layers": rep["layers"],
+        "config": rep["config"],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{label} -> {out}")
+    for col in ("layer", "kind", "scheme", "bits", "weight SQNR", "bytes"):
+        table.add_column(col, justify="left" if col in ("layer", "kind", "scheme") else "right")
+    for r in qm.layers:
+        db = "-" if r.sqnr_db is None else f"{r.sqnr_db:.1f} dB"
+        table.add_row(
+            r.name, r.kind, r.scheme or "float", str(r.bits or 32), db, f"{r.quant_bytes:,}"
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"weights {rep['float_weight_bytes'] / 1024:.1f} KiB float -> "
+        f"{rep['quant_weight_bytes'] / 1024:.1f} KiB ({rep['compression']:.1f}x); "
+        f"next: tvmq eval {out} / tvmq deploy {out} / tvmq report {out}"
+    )
+    return EXIT_OK
 
 
 def _cmd_deploy(args) -> int:
@@ -151,7 +287,7 @@ def _cmd_deploy(args) -> int:
     from .backend.aot import generate_aot
     from .micro import Session
 
-    qm, shape, cfg = _quantized(args)
+    qm, shape, cfg, label = _quantized(args, default_layout="NHWC")
     aot = generate_aot(qm.fused())
     xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
     project = args.project_dir or Path(tempfile.mkdtemp(prefix="tvmq-deploy-")) / "project"
@@ -190,7 +326,7 @@ def _cmd_deploy(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{Path(args.model).name} on {args.board} ({args.config})")
+    table = Table(title=f"{label} on {args.board}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     if report["accuracy"] is not None:
@@ -224,7 +360,7 @@ def _cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise TvmqError("--trials must be at least 1")
-    qm, _, _ = _quantized(args)
+    qm, _, _, label = _quantized(args)
     console = Console(stderr=args.json)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -257,7 +393,7 @@ def _cmd_tune(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    table = Table(title=f"tuning {Path(args.model).name} ({args.config}) -> {args.db}")
+    table = Table(title=f"tuning {label} -> {args.db}")
     for col in ("kernel", "untuned", "tvmq schedule", "tuned", "speedup", "trials"):
         table.add_column(col, justify="left" if col == "kernel" else "right")
     for r in rows:
@@ -307,7 +443,7 @@ def _cmd_eval(args) -> int:
 
     if args.samples < 1:
         raise TvmqError("--samples must be at least 1")
-    qm, shape, cfg = _quantized(args)
+    qm, shape, cfg, label = _quantized(args)
     xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
     console = Console(stderr=args.json)
     correct = {"float": 0, "quantized": 0}
@@ -334,11 +470,74 @@ def _cmd_eval(args) -> int:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     console.print(
-        f"{Path(args.model).name} ({args.config}) on {n} {args.data} test samples: float "
+        f"{label} on {n} {args.data} test samples: float "
         f"{100 * acc['float']:.2f} %, quantized {100 * acc['quantized']:.2f} % "
         f"({report['drop_points']:+.2f} points, one standard error "
         f"{report['stderr_points']:.2f}); weights {report['weight_bytes'] / 1024:.1f} KiB"
     )
+    return EXIT_OK
+
+
+def _cmd_report(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from . import report as rp
+    from .evaluate import standard_error
+
+    if args.samples < 1:
+        raise TvmqError("--samples must be at least 1")
+    qm, shape, _, label = _quantized(args)
+    console = Console(stderr=True)
+    acc = curve = None
+    if args.data is not None:
+        xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
+        steps = 2 + (2 * len(args.curve_bits) if args.curve_bits else 0)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"accuracy on {len(xs)} {args.data} test samples", total=steps)
+            f_acc = rp.accuracy(qm, xs, labels, float_model=True)
+            bar.advance(task)
+            q_acc = rp.accuracy(qm, xs, labels)
+            bar.advance(task)
+            acc = {
+                "data": args.data, "samples": len(xs), "float": f_acc, "quantized": q_acc,
+                "stderr_points": 100 * standard_error(q_acc, len(xs)),
+            }  # fmt: skip
+            if args.curve_bits:
+                calib = _calib_data(args.data, shape, args.calib_samples)
+                curve = rp.accuracy_curve(
+                    qm, xs, labels, calib, bits=tuple(args.curve_bits),
+                    progress=lambda: bar.advance(task),
+                )  # fmt: skip
+    elif args.curve_bits:
+        raise TvmqError("--curve-bits needs labelled test data: add --data fashion-mnist")
+    with console.status("drawing the report"):
+        path = rp.write_report(
+            qm, args.output, title=f"tvmq report: {label}", memory=not args.no_memory,
+            acc=acc, curve=curve,
+        )  # fmt: skip
+    if args.json:
+        print(json.dumps({"report": str(path), "accuracy": acc, "curve": curve}, indent=2))
+    else:
+        print(f"report: {path}")
+    return EXIT_OK
+
+
+def _cmd_bench(args) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    if not script.is_file():
+        raise TvmqError(
+            "tvmq bench runs the benchmark suite of a source checkout (benchmarks/run.py), "
+            "which this installation does not have"
+        )
+    sys.argv = ["tvmq bench", *args.bench_args]
+    sys.path.insert(0, str(script.parents[1]))
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return EXIT_OK
 
 
@@ -378,12 +577,28 @@ def _cmd_demo(args) -> int:
     return demo.main(["--out", str(args.out)] if args.out else [])
 
 
-def _model_options(p: argparse.ArgumentParser, calib_samples: int) -> None:
-    """The model / config options of the commands that quantize (deploy, eval, tune)."""
-    p.add_argument("model", help="a .onnx or .tflite float model")
-    p.add_argument("--config", default="w4-kmeans-a8", help="preset (see README)")
-    p.add_argument("--fixed-point", action="store_true", help="integer-only epilogues")
-    p.add_argument("--calib-samples", type=int, default=calib_samples)
+def _model_options(p: argparse.ArgumentParser, calib_samples: int, artifact: bool = True) -> None:
+    """The model / config options of the commands that quantize (quantize, deploy, eval,
+    tune)."""
+    from .config import PRESETS
+
+    p.add_argument(
+        "model",
+        help="a .onnx or .tflite float model"
+        + (", or a .tvmq artifact written by `tvmq quantize`" if artifact else ""),
+    )
+    p.add_argument(
+        "--config", default=None, metavar="PRESET",
+        help=f"weight/activation preset (default w4-kmeans-a8): {', '.join(sorted(PRESETS))}",
+    )  # fmt: skip
+    p.add_argument(
+        "--fixed-point", action="store_true",
+        help="integer-only epilogues (requantize in fixed point; what MCUs run fastest)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calib-samples", type=int, default=calib_samples,
+        help=f"calibration samples drawn from the train split (default {calib_samples})",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,6 +637,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_weights)
 
     p = sub.add_parser(
+        "quantize",
+        help="quantize a float model and write a .tvmq artifact",
+        description="Import MODEL, quantize its conv / depthwise / dense weights to packed "
+        "codes + codebooks with --config (calibrating activations on --calib data), and "
+        "write everything the later steps need (IR, packed weights, codebooks, config, a "
+        "manifest with versions and hashes) to one .tvmq file, atomically.",
+        epilog="example: tvmq quantize models/fmnist_convnet.onnx --config w4-kmeans-a8 "
+        "--fixed-point --calib fashion-mnist --layout NHWC --per-layer 'layer0_*:bits=8' "
+        "-o convnet.tvmq",
+    )
+    _model_options(p, calib_samples=256, artifact=False)
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .tvmq file to write")
+    p.add_argument(
+        "--calib", default=None, metavar="DATA",
+        help="calibration data: fashion-mnist, random, or a .npy file of (N, *input shape) "
+        "samples (needed by configs that quantize activations)",
+    )  # fmt: skip
+    p.add_argument(
+        "--per-layer", action="append", default=None, metavar="PATTERN:KEY=VALUE[,...]",
+        help="scheme options for layers whose name matches PATTERN (fnmatch on layer<i>_<kind>"
+        " as `tvmq inspect` numbers them), e.g. 'layer0_*:bits=8' or '*dense:scheme=uniform'; "
+        "repeatable, later wins",
+    )  # fmt: skip
+    p.add_argument(
+        "--skip", action="append", default=None, metavar="PATTERN",
+        help="leave matching layers in float (a pattern, or first / last); repeatable",
+    )  # fmt: skip
+    p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
+    p.add_argument(
+        "--layout", choices=["NHWC", "NCHW", "keep"], default="keep",
+        help="convert 2-D convolutions to this layout first (NHWC for Cortex-M deployment)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser(
         "deploy",
         help="quantize a model, run it on the host or an emulated Cortex-M, report",
         description="Quantize MODEL, generate plain C with a static arena, build it through "
@@ -445,8 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=int, default=20)
     p.add_argument(
-        "--layout", choices=["NHWC", "NCHW", "keep"], default="NHWC",
-        help="2-D convolution layout to compile (channels-last is fastest on Cortex-M)",
+        "--layout", choices=["NHWC", "NCHW", "keep"], default=None,
+        help="2-D convolution layout to compile (default NHWC: channels-last is fastest on "
+        "Cortex-M; an artifact keeps the layout it was quantized with)",
     )  # fmt: skip
     p.add_argument("--project-dir", type=Path, default=None)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per step")
@@ -503,6 +755,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser(
+        "report",
+        help="a Markdown report with plots: levels on weight histograms, SQNR, memory map",
+        description="Write DIR/report.md with PNG plots for a quantized artifact (or a model "
+        "quantized now with --config): per-layer table and SQNR / bits-per-weight chart, "
+        "each layer's weight histogram with its quantization levels, the generated C's "
+        "memory map (flash by kernel, arena over time), and with --data the accuracy on "
+        "real test samples and, with --curve-bits, accuracy vs weight bits against uniform.",
+        epilog="example: tvmq report convnet.tvmq -o report/ --data fashion-mnist "
+        "--samples 500 --curve-bits 2 3 4 8",
+    )
+    _model_options(p, calib_samples=128)
+    p.add_argument("-o", "--output", type=Path, required=True, help="report directory")
+    p.add_argument("--data", choices=["fashion-mnist"], default=None, help="labelled test data")
+    p.add_argument("--samples", type=int, default=500, help="test samples for accuracy")
+    p.add_argument(
+        "--curve-bits", type=int, nargs="+", default=None, metavar="BITS",
+        help="also re-quantize at these weight widths (scheme and uniform) for an accuracy "
+        "curve (slow on big models: one quantization per point)",
+    )  # fmt: skip
+    p.add_argument("--no-memory", action="store_true", help="skip the memory map (C codegen)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "bench",
+        help="the benchmark suite (tables, JSON and plots; what `make bench` runs)",
+        description="Run benchmarks/run.py of this source checkout; arguments after `bench` "
+        "go to it (--fast, --only schemes|device|accuracy, --out DIR).",
+        epilog="example: tvmq bench --fast --only schemes",
+        add_help=False,
+    )
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
         "demo",
         help="run the main demo on real data (what `make demo` runs)",
         description="Run the demo: quantize Fashion-MNIST-trained and MLPerf Tiny weights.",
@@ -515,7 +802,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # everything after `bench` is the suite's (argparse would
+        # take a leading --help or --fast for itself)
+        args = argparse.Namespace(func=_cmd_bench, bench_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER

@@ -121,6 +121,10 @@ class AotModel:
     buffers: list[Buffer] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
     """Kernel name of each call, in order (``TVMQ_AFTER_LAYER(i)`` follows call ``i``)."""
+    offsets: dict[str, int] = field(default_factory=dict)
+    """Arena offset of each buffer (by :attr:`Buffer.name`)."""
+    layer_const_bytes: list[int] = field(default_factory=list)
+    """Constant bytes (weights, tables) each call brings in first: the flash map by layer."""
 
 
 def _c_array(name: str, arr: np.ndarray) -> str:
@@ -200,9 +204,11 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
     lines = []
     body = []
     used_kernels = []
+    layer_const_bytes = []
     for i, (var, kern, args) in enumerate(calls):
         if kern.name not in used_kernels:
             used_kernels.append(kern.name)
+        layer_const_bytes.append(0)
         c_args = []
         for a, (_, dtype, _numel_) in zip(args, kern.params[:-1]):
             if isinstance(a, tvm.ir.GenericConst):
@@ -210,6 +216,7 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
                     cname = f"tvmq_c{len(const_names)}"
                     const_names[a] = cname
                     consts[cname] = a.value.numpy().astype(dtype)
+                    layer_const_bytes[i] += consts[cname].nbytes
                 c_args.append(const_names[a])
             else:
                 src = resolve(a)
@@ -277,4 +284,6 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
         output_dtype=out_dtype,
         buffers=buffers,
         layers=[kern.name for _, kern, _ in calls],
+        offsets=offsets,
+        layer_const_bytes=layer_const_bytes,
     )
