@@ -90,8 +90,8 @@ def test_eval_and_accuracy_curve_on_fashion_mnist(tmp_path):
     ev = json.loads(r.stdout)
     assert ev["float_accuracy"] > 0.5  # the templates classify; quantizing keeps most of it
     assert abs(ev["drop_points"]) <= 10
-    r = run("report", str(tmp_path / "mlp.tvmq"), "-o", str(tmp_path / "rep"),
-            "--data", "fashion-mnist", "--samples", "200", "--curve-bits", "2", "4", "--json")  # fmt: skip
+    r = run("report", str(tmp_path / "mlp.tvmq"), "-o", str(tmp_path / "rep"), "--json",
+            "--data", "fashion-mnist", "--samples", "200", "--curve-bits", "2", "4")  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(r.stdout)
     assert [(c["scheme"], c["bits"]) for c in rep["curve"]] == [

@@ -22,3 +22,9 @@ def test_convnet_stage_deploys_the_shipped_model(tmp_path):
     assert abs(res["device_accuracy"] - res["float_accuracy"]) <= 100 * 2 / 12
     assert res["const_bytes"] < 0.15 * 4 * 1_868_554
     assert len(res["layers"]) >= 5 and res["instructions_median"] > 5e6
+    # the main job leaves an artifact that loads and a report whose plots exist
+    import tvmq
+
+    assert tvmq.load_artifact(res["artifact"]).layout == "NHWC"
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "on 12 fashion-mnist test samples" in report and "weights.png" in report

@@ -179,7 +179,21 @@ def convnet_stage(out_dir: Path, console: Console, n_test: int = 200, tune_trial
             f"{total[0]:.0f} -> {total[1]:.0f} us",
         )
     console.print(table)
+    from .evaluate import standard_error
+    from .report import write_report
+
+    with console.status("writing the artifact and the report with plots..."):
+        artifact = qm.save(out_dir / f"{name}_w4a8.tvmq", source=zoo.model_path(name))
+        se = 100 * standard_error(dev_acc / 100, n_test)
+        acc = {
+            "data": meta["dataset"], "samples": n_test, "float": float_acc / 100,
+            "quantized": dev_acc / 100, "stderr_points": se,
+        }  # fmt: skip
+        report = write_report(qm, out_dir / "report", title=f"tvmq demo: {name} W4A8", acc=acc)
+    console.print(f"artifact: [bold]{artifact}[/]; report with plots: [bold]{report}[/]")
     return {
+        "artifact": str(artifact),
+        "report": str(report),
         "model": name,
         "board": DEFAULT_BOARD,
         "config": cfg.to_dict(),
