@@ -144,3 +144,26 @@ def test_artifact_user_errors(conv_artifact, tmp_path):
 def test_bench_passes_its_arguments_to_the_suite():
     r = run("bench", "--help")
     assert r.returncode == 0 and "--only" in r.stdout and "bench_results" in r.stdout
+
+
+def test_deploy_generates_a_zephyr_project_without_zephyr(conv_artifact, tmp_path):
+    import os
+
+    d, _ = conv_artifact
+    env = {k: v for k, v in os.environ.items() if k != "ZEPHYR_BASE"}
+    import subprocess
+
+    from test_cli import TVMQ
+
+    r = subprocess.run(
+        [*TVMQ, "deploy", str(d / "m.tvmq"), "--platform", "zephyr", "--board", "nucleo_l4r5zi",
+         "--project-dir", str(tmp_path / "z"), "--json"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["built"] is False and "west build -b nucleo_l4r5zi" in rep["next_step"]
+    assert (tmp_path / "z" / "CMakeLists.txt").exists()
+    assert (tmp_path / "z" / "model" / "tvmq_model.c").exists()
+    r = run("deploy", str(d / "m.tvmq"), "--platform", "zephyr", "--board", "mps2-an386")
+    assert r.returncode == 1 and "is a qemu board, not zephyr" in r.stderr

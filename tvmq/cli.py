@@ -285,10 +285,20 @@ def _cmd_deploy(args) -> int:
     import numpy as np
 
     from .backend.aot import generate_aot
-    from .micro import Session
+    from .micro import Session, boards
 
+    known = boards()
+    platform = args.platform or (known[args.board]["platform"] if args.board else "qemu")
+    board = (
+        args.board or {"host": "host", "qemu": "mps2-an386", "zephyr": "qemu_cortex_m3"}[platform]
+    )
+    if known[board]["platform"] != platform:
+        raise TvmqError(f"board {board} is a {known[board]['platform']} board, not {platform}")
+    args.board = board
     qm, shape, cfg, label = _quantized(args, default_layout="NHWC")
     aot = generate_aot(qm.fused())
+    if platform == "zephyr":
+        return _deploy_zephyr(args, aot, label)
     xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
     project = args.project_dir or Path(tempfile.mkdtemp(prefix="tvmq-deploy-")) / "project"
     outs, counts = [], []
@@ -348,6 +358,47 @@ def _cmd_deploy(args) -> int:
         table.add_row("instructions per inference (median)", f"{report['instructions_median']:,}")
     table.add_row("project", str(project))
     Console().print(table)
+    return EXIT_OK
+
+
+def _deploy_zephyr(args, aot, label: str) -> int:
+    """Generate the Zephyr application; build (and flash) it where Zephyr is installed."""
+    import os
+    import tempfile
+
+    from .micro import ProjectAPIClient, generate_project
+
+    project = args.project_dir or Path(tempfile.mkdtemp(prefix="tvmq-zephyr-")) / "project"
+    generate_project(aot, args.board, project, timeout=args.timeout)
+    report = {
+        "model": str(args.model), "board": args.board, "platform": "zephyr",
+        "project_dir": str(project), "const_bytes": aot.const_bytes,
+        "arena_bytes": aot.arena_bytes, "built": False, "flashed": False,
+    }  # fmt: skip
+    if os.environ.get("ZEPHYR_BASE"):
+        api = ProjectAPIClient(project, timeout=max(args.timeout, 600))
+        try:
+            info = api.call("build", options={"board": args.board}) or {}
+            report["built"], report["sizes"] = True, info.get("sizes")
+            if args.flash:
+                api.call("flash", options={"board": args.board})
+                report["flashed"] = True
+        finally:
+            api.close()
+    else:
+        report["next_step"] = (
+            f"ZEPHYR_BASE is not set: install Zephyr and its SDK (west), then "
+            f"`west build -b {args.board} {project}` and `west flash`"
+        )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    print(f"Zephyr project for {label} on {args.board}: {project}")
+    print(f"  weights + tables {aot.const_bytes / 1024:.1f} KiB, arena "
+          f"{aot.arena_bytes / 1024:.1f} KiB")  # fmt: skip
+    print(f"  built: {report['built']}, flashed: {report['flashed']}")
+    if "next_step" in report:
+        print(f"  next: {report['next_step']}")
     return EXIT_OK
 
 
@@ -684,10 +735,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(p, calib_samples=128)
     p.add_argument(
-        "--board",
-        default="mps2-an386",
-        choices=["host", "mps2-an385", "mps2-an386", "mps2-an500", "mps3-an547"],
-    )
+        "--platform", choices=["host", "qemu", "zephyr"], default=None,
+        help="host process, QEMU Cortex-M, or a generated Zephyr project (default: the "
+        "board's platform, or qemu)",
+    )  # fmt: skip
+    p.add_argument(
+        "--board", default=None,
+        choices=["host", "mps2-an385", "mps2-an386", "mps2-an500", "mps3-an547",
+                 "qemu_cortex_m3", "nucleo_l4r5zi"],
+        help="default: mps2-an386 on qemu, qemu_cortex_m3 on zephyr",
+    )  # fmt: skip
+    p.add_argument(
+        "--flash", action="store_true",
+        help="zephyr: also flash the built project to the attached board (west flash)",
+    )  # fmt: skip
     p.add_argument(
         "--data",
         choices=["fashion-mnist", "random"],

@@ -33,6 +33,37 @@ def export_model(aot, path: Path) -> Path:
     return path
 
 
+def boards() -> dict[str, dict]:
+    """The template's ``boards.json``: board name -> options (``platform``: host, qemu or
+    zephyr; compiler flags...)."""
+    return json.loads((TEMPLATE / "boards.json").read_text())
+
+
+def generate_project(aot, board: str, project_dir: Path, timeout: float = 120.0) -> Path:
+    """Generate a complete project for ``board`` from the AOT model through the template's
+    Project API server (``generate_project``); returns ``project_dir``.
+
+    For a Zephyr board this is the whole deliverable where Zephyr is not installed: a
+    CMake/west application (``west build -b <board> <project_dir>``)."""
+    known = boards()
+    if board not in known:
+        raise TvmqError(f"unknown board {board!r}; known boards: {', '.join(known)}")
+    project_dir = Path(project_dir)
+    model = export_model(aot, project_dir.with_name(project_dir.name + ".model"))
+    template = ProjectAPIClient(TEMPLATE, timeout)
+    try:
+        template.call(
+            "generate_project",
+            model_library_format_path=str(model),
+            standalone_crt_dir=None,
+            project_dir=str(project_dir),
+            options={"board": board},
+        )
+    finally:
+        template.close()
+    return project_dir
+
+
 class ProjectAPIClient:
     """JSON-RPC client of one Project API server process."""
 
@@ -111,18 +142,7 @@ class Session:
         """What ``build`` reported: the binary and its ``sizes`` (text, data, bss bytes)."""
 
     def __enter__(self) -> Session:
-        model = export_model(self.aot, self.project_dir.with_name(self.project_dir.name + ".model"))
-        template = ProjectAPIClient(TEMPLATE, self.timeout)
-        try:
-            template.call(
-                "generate_project",
-                model_library_format_path=str(model),
-                standalone_crt_dir=None,
-                project_dir=str(self.project_dir),
-                options={"board": self.board},
-            )
-        finally:
-            template.close()
+        generate_project(self.aot, self.board, self.project_dir, self.timeout)
         self.api = ProjectAPIClient(self.project_dir, self.timeout)
         try:
             self.build_info = self.api.call("build", options={"board": self.board}) or {}
