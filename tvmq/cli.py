@@ -425,7 +425,7 @@ def _cmd_tune(args) -> int:
 
         res = tune(
             qm, args.db, trials=args.trials, trials_per_task=args.per_task,
-            time_limit_s=args.time_limit, progress=progress,
+            time_limit_s=args.time_limit, progress=progress, kernels=args.kernel,
         )  # fmt: skip
     names = sorted(res.tasks)
     base = kernel_times(qm, names=names)
@@ -811,6 +811,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=64, help="measurements over all kernels")
     p.add_argument("--per-task", type=int, default=None, help="measurements per kernel")
     p.add_argument("--time-limit", type=float, default=None, help="seconds; stop after")
+    p.add_argument(
+        "--kernel", action="append", default=None, metavar="NAME",
+        help="tune only this kernel (repeatable; names as the table lists them)",
+    )  # fmt: skip
     p.add_argument("--plot", type=Path, default=None, help="PNG of best time vs trials")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_tune)

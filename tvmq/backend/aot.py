@@ -175,6 +175,11 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
         if isinstance(value, relax.Var):
             alias[b.var] = value
             continue
+        if isinstance(value, relax.Tuple) and len(value.fields) == 1:
+            alias[b.var] = value.fields[0]  # torch.export programs return a 1-tuple
+            continue
+        if not isinstance(value, relax.Call):
+            raise CodegenError(f"the C executor only runs call_tir bindings, got {type(value)}")
         if not (isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.call_tir"):
             raise CodegenError(f"the C executor only runs call_tir bindings, got {value.op}")
         name = value.args[0].name_hint

@@ -7,6 +7,7 @@ Importing this package registers the built-in schemes: ``uniform``, ``quantile``
 from .base import (
     GroupFit,
     SchemeConfig,
+    finalize_levels,
     fit,
     get_scheme,
     list_schemes,
@@ -29,6 +30,7 @@ __all__ = [
     "SchemeConfig",
     "TFXConfig",
     "UniformConfig",
+    "finalize_levels",
     "fit",
     "get_scheme",
     "list_schemes",
