@@ -162,3 +162,29 @@ def test_zephyr_project_is_complete_and_its_model_compiles(tmp_path, model, boar
             capture_output=True, text=True,
         )  # fmt: skip
         assert res.returncode == 0, res.stderr
+
+
+def test_server_survives_a_client_that_drops_mid_message(tmp_path, model):
+    """Half a request, then the client is gone: the server stops the device process it
+    started, exits 0 and prints no traceback."""
+    import psutil
+
+    with Session(model, board="host", project_dir=tmp_path / "proj"):
+        pass  # generate + build + flash
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "proj" / "microtvm_api_server.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path / "proj",
+    )  # fmt: skip
+    reply = ask(proc, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "open_transport",
+                                  "params": {"options": {"board": "host"}}}))  # fmt: skip
+    assert "result" in reply
+    device = psutil.Process(proc.pid).children()
+    assert device, "open_transport started no device process"
+    proc.stdin.write('{"jsonrpc": "2.0", "id": 2, "method": "read_tra')
+    proc.stdin.close()
+    proc.stdout.close()
+    assert proc.wait(timeout=20) == 0
+    assert "Traceback" not in proc.stderr.read()
+    for d in device:
+        assert not d.is_running() or d.status() == psutil.STATUS_ZOMBIE

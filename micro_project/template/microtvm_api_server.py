@@ -358,15 +358,23 @@ def handle_line(handler: Handler, line: str) -> dict | None:
 
 
 def serve(infile=sys.stdin, outfile=sys.stdout) -> None:
-    """Serve requests until end of input; always closes the transport on the way out."""
+    """Serve requests until end of input; always closes the transport (stops the device
+    process) on the way out. A last line without its newline is half a message from a
+    client that went away: it is dropped, not answered; a client that stops reading ends
+    the loop quietly."""
     handler = Handler()
     try:
         for line in infile:
+            if not line.endswith("\n"):
+                break
             if not line.strip():
                 continue
             response = handle_line(handler, line)
-            outfile.write(json.dumps(response) + "\n")
-            outfile.flush()
+            try:
+                outfile.write(json.dumps(response) + "\n")
+                outfile.flush()
+            except (BrokenPipeError, OSError, ValueError):  # ValueError: closed file
+                break
     finally:
         handler.close_transport()
 
