@@ -296,7 +296,15 @@ def _cmd_deploy(args) -> int:
         raise TvmqError(f"board {board} is a {known[board]['platform']} board, not {platform}")
     args.board = board
     qm, shape, cfg, label = _quantized(args, default_layout="NHWC")
-    aot = generate_aot(qm.fused())
+    fused = qm.fused()
+    if args.tuning is not None:
+        from .tune import apply_to_module
+
+        # the QEMU board whose core the records were measured on
+        qemu_board = {"host": "mps2-an386", "qemu_cortex_m3": "mps2-an385",
+                      "nucleo_l4r5zi": "mps2-an386"}.get(board, board)  # fmt: skip
+        fused = apply_to_module(fused, args.tuning, f"qemu:{qemu_board}")
+    aot = generate_aot(fused)
     if platform == "zephyr":
         return _deploy_zephyr(args, aot, label)
     xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
@@ -411,7 +419,13 @@ def _cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise TvmqError("--trials must be at least 1")
-    qm, _, _, label = _quantized(args)
+    if args.target != "llvm" and not args.target.startswith("qemu:"):
+        raise TvmqError(f"--target must be llvm or qemu:BOARD, got {args.target!r}")
+    if args.target.startswith("qemu:"):
+        from .backend.qemu import board
+
+        board(args.target.split(":", 1)[1])  # unknown board: fail before any work
+    qm, _, _, label = _quantized(args, default_layout="NHWC" if args.target != "llvm" else "keep")
     console = Console(stderr=args.json)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -426,15 +440,30 @@ def _cmd_tune(args) -> int:
         res = tune(
             qm, args.db, trials=args.trials, trials_per_task=args.per_task,
             time_limit_s=args.time_limit, progress=progress, kernels=args.kernel,
+            target=args.target,
         )  # fmt: skip
     names = sorted(res.tasks)
-    base = kernel_times(qm, names=names)
-    ours = kernel_times(qm, names=names, schedule=True)
-    tuned = kernel_times(qm, names=names, tuning=args.db)
+    if args.target == "llvm":
+        base = kernel_times(qm, names=names)
+        ours = kernel_times(qm, names=names, schedule=True)
+        tuned = kernel_times(qm, names=names, tuning=args.db)
+        unit, scale = "us", 1e6
+    else:  # instructions per call on the emulated board
+        from .backend.mcu_measure import measure_kernels
+        from .backend.schedule import schedule_mcu
+        from .tune import apply_to_module
+
+        board_name = args.target.split(":", 1)[1]
+        fused = qm.fused()
+        base = measure_kernels(fused, board_name, names)
+        ours = measure_kernels(schedule_mcu(fused), board_name, names)
+        tuned = measure_kernels(apply_to_module(fused, args.db, args.target), board_name, names)
+        unit, scale = "instr", 1
     rows = [
-        {"kernel": n, "untuned_s": base[n], "tvmq_schedule_s": ours[n], "tuned_s": tuned[n],
-         "speedup": base[n] / tuned[n], "trials": res.tasks[n].trials,
-         "previous_records": res.tasks[n].previous}
+        {"kernel": n, "untuned": base[n], "tvmq_schedule": ours[n], "tuned": tuned[n],
+         "unit": "s" if unit == "us" else "instructions",
+         "speedup": base[n] / tuned[n], "speedup_vs_tvmq_schedule": ours[n] / tuned[n],
+         "trials": res.tasks[n].trials, "previous_records": res.tasks[n].previous}
         for n in names
     ]  # fmt: skip
     report = {**res.to_dict(), "kernels": rows}
@@ -447,16 +476,24 @@ def _cmd_tune(args) -> int:
     table = Table(title=f"tuning {label} -> {args.db}")
     for col in ("kernel", "untuned", "tvmq schedule", "tuned", "speedup", "trials"):
         table.add_column(col, justify="left" if col == "kernel" else "right")
+
+    def fmt(v):
+        return f"{v * scale:.1f} us" if unit == "us" else f"{v:,} instr"
+
     for r in rows:
         table.add_row(
-            r["kernel"], f"{r['untuned_s'] * 1e6:.1f} us", f"{r['tvmq_schedule_s'] * 1e6:.1f} us",
-            f"{r['tuned_s'] * 1e6:.1f} us", f"{r['speedup']:.2f}x",
-            f"{r['trials']} (+{r['previous_records']} before)",
+            r["kernel"], fmt(r["untuned"]), fmt(r["tvmq_schedule"]), fmt(r["tuned"]),
+            f"{r['speedup']:.2f}x", f"{r['trials']} (+{r['previous_records']} before)",
         )  # fmt: skip
     console.print(table)
     if res.interrupted:
         console.print("[yellow]stopped early; everything measured is in the database[/]")
-    console.print(f"{res.seconds:.0f} s; apply with QuantizedModel.build(tuning={str(args.db)!r})")
+    how = (
+        f"QuantizedModel.build(tuning={str(args.db)!r})"
+        if args.target == "llvm"
+        else f"tvmq deploy ... --board {args.target[5:]} --tuning {args.db}"
+    )
+    console.print(f"{res.seconds:.0f} s; apply with {how}")
     return EXIT_OK
 
 
@@ -746,6 +783,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: mps2-an386 on qemu, qemu_cortex_m3 on zephyr",
     )  # fmt: skip
     p.add_argument(
+        "--tuning", type=Path, default=None, metavar="DIR",
+        help="apply a `tvmq tune --target qemu:BOARD` database: tuned kernels in the C",
+    )  # fmt: skip
+    p.add_argument(
         "--flash", action="store_true",
         help="zephyr: also flash the built project to the attached board (west flash)",
     )  # fmt: skip
@@ -808,6 +849,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=["fashion-mnist", "random"], default="random",
                    help="calibration samples")  # fmt: skip
     p.add_argument("--db", type=Path, required=True, help="tuning work directory (database)")
+    p.add_argument(
+        "--target", default="llvm", metavar="llvm|qemu:BOARD",
+        help="measure candidates on the host (llvm, one core) or as instructions on an "
+        "emulated Cortex-M (e.g. qemu:mps2-an386; deploy with --tuning DIR)",
+    )  # fmt: skip
     p.add_argument("--trials", type=int, default=64, help="measurements over all kernels")
     p.add_argument("--per-task", type=int, default=None, help="measurements per kernel")
     p.add_argument("--time-limit", type=float, default=None, help="seconds; stop after")

@@ -99,7 +99,7 @@ def tune(
     trials_per_task: int | None = None,
     per_iter: int = 16,
     time_limit_s: float | None = None,
-    target: tvm.target.Target | None = None,
+    target: tvm.target.Target | str | None = None,
     ops: str = "lut",
     kernels: list[str] | None = None,
     seed: int = 0,
@@ -117,6 +117,11 @@ def tune(
         Measurement budgets over all tasks and per task.
     per_iter : int
         Candidates measured per search round.
+    target : Target, "llvm" or "qemu:BOARD"
+        Where candidates are measured: the host (default, one core), or an emulated
+        Cortex-M: each candidate is printed as plain C, cross-compiled and run in QEMU, its
+        cost the exact instruction count (:mod:`tvmq.backend.mcu_measure`); apply such a
+        database with :func:`apply_to_module` before generating the device C.
     time_limit_s : float, optional
         Stop starting new rounds after this many seconds (the round under way finishes).
     ops : {"lut", "all"}
@@ -135,6 +140,17 @@ def tune(
     from tvm.s_tir import meta_schedule as ms
 
     work_dir = Path(work_dir)
+    builder = None
+    if isinstance(target, str) and target.startswith("qemu:"):
+        from .backend.mcu_measure import mcu_target, qemu_builder_runner
+
+        board_name = target.split(":", 1)[1]
+        target = mcu_target(board_name)
+        builder, runner = qemu_builder_runner(board_name)
+    elif isinstance(target, str):
+        if target != "llvm":
+            raise TvmqError(f"tuning target must be 'llvm' or 'qemu:BOARD', got {target!r}")
+        target = None
     work_dir.mkdir(parents=True, exist_ok=True)
     target = target or host_target()
     mod = qm.fused()
@@ -182,19 +198,22 @@ def tune(
         if done < per_task:
             todo.append(t)
     interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
-                       _Progress, stopped)  # fmt: skip
+                       _Progress, stopped, builder)  # fmt: skip
     return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
 
 
 def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, progress_cls,
-         stopped):  # fmt: skip
+         stopped, builder=None):  # fmt: skip
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     interrupted = False
     if todo:
         contexts, weights = _tune_contexts(todo, Path(work_dir), seed, per_task)
-        builder = LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1)
+        if builder is None:
+            builder = LocalBuilder(
+                f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1
+            )
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress_cls()]
         # MetaSchedule's task scheduler prints a table per round on its stdout handler
         # (when its loggers exist); the caller shows progress instead.
@@ -280,6 +299,26 @@ def _tune_contexts(todo, work_dir: Path, seed: int, per_task: int = 64):
 
 class _TimeUp(Exception):
     """The wall-clock limit of :func:`tune` passed."""
+
+
+def apply_to_module(mod: tvm.IRModule, work_dir: str | Path, target) -> tvm.IRModule:
+    """``mod`` (e.g. :meth:`QuantizedModel.fused`) with the kernels that have a record in
+    the database in ``work_dir`` for ``target`` replaced by their best schedule (marked
+    scheduled, so :func:`tvmq.backend.schedule.schedule_mcu` leaves them alone). For a
+    QEMU-tuned database pass ``"qemu:BOARD"``; then :func:`tvmq.backend.aot.generate_aot`
+    emits the tuned C."""
+    from tvm import relax
+
+    if not has_database(work_dir):
+        raise TvmqError(f"{work_dir} holds no tuning database (run tvmq tune first)")
+    if isinstance(target, str) and target.startswith("qemu:"):
+        from .backend.mcu_measure import mcu_target
+
+        target = mcu_target(target.split(":", 1)[1])
+    elif isinstance(target, str):
+        target = host_target()
+    with target:
+        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
 
 
 def has_database(work_dir: str | Path) -> bool:

@@ -373,8 +373,9 @@ def print_function(name: str, func: tirx.PrimFunc) -> CFunction:
     return CFunction(name=name, params=params, workspace=p.workspace, source=source)
 
 
-def lower_for_c(mod: tvm.IRModule) -> tvm.IRModule:
-    """TVM's TIR pipeline for the C target without the packed-function API."""
+def lower_for_c(mod: tvm.IRModule, scalar: bool = False) -> tvm.IRModule:
+    """TVM's TIR pipeline for the C target without the packed-function API; ``scalar``
+    turns vectorized loops (from MetaSchedule candidates) into plain loops."""
     target = tvm.target.Target("c")
     funcs = {}
     for gv, f in mod.functions_items():
@@ -383,7 +384,8 @@ def lower_for_c(mod: tvm.IRModule) -> tvm.IRModule:
                 "target", target
             )
     disabled = ["tirx.MakePackedAPI", "tirx.FP8StorageLegalize", "tirx.BF16StorageLegalize"]
-    with target, tvm.transform.PassContext(opt_level=3, disabled_pass=disabled):
+    config = {"tirx.disable_vectorize": True} if scalar else {}
+    with target, tvm.transform.PassContext(opt_level=3, disabled_pass=disabled, config=config):
         pipeline = tvm.tirx.get_tir_pipeline("default")
         pipeline = pipeline[0] if isinstance(pipeline, tuple) else pipeline
         return pipeline(tvm.IRModule(funcs))
@@ -397,7 +399,7 @@ def generate_c(mod: tvm.IRModule, schedule: bool = True) -> list[CFunction]:
         from .schedule import schedule_mcu
 
         mod = schedule_mcu(mod)
-    lowered = lower_for_c(mod)
+    lowered = lower_for_c(mod, scalar=True)  # tuned kernels may carry vectorized loops
     return [print_function(gv.name_hint, f) for gv, f in sorted(
         lowered.functions_items(), key=lambda kv: kv[0].name_hint
     )]  # fmt: skip
