@@ -43,9 +43,10 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: setup
+	@$(PY) -c "import ai_edge_litert" 2>/dev/null || $(PY) -m pip install -q "ai-edge-litert==2.3.0"
 	$(PY) -m benchmarks.run
 
 lint: setup

@@ -1,4 +1,7 @@
-"""``make bench``: run every benchmark, results in bench_results/ (JSON, Markdown, PNG)."""
+"""``make bench``: run every benchmark, results in bench_results/ (JSON, Markdown, PNG).
+
+The tuning benchmark compares with LiteRT when ``ai-edge-litert`` is installed (``make
+bench`` installs the ``bench`` extra)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks import bench_accuracy, bench_device, bench_schemes
+from benchmarks import bench_accuracy, bench_device, bench_schemes, bench_tuning
 from tvmq.io import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +27,13 @@ def main(argv: list[str] | None = None) -> int:
         "--fast", action="store_true", help="accuracy on 1,000 test images and a small grid"
     )
     parser.add_argument(
-        "--only", choices=["schemes", "device", "accuracy"], help="run one benchmark only"
-    )
+        "--only", choices=["schemes", "device", "accuracy", "tuning"],
+        help="run one benchmark only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trials", type=int, default=None,
+        help="tuning benchmark: trials per model (default 300, --fast 32)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     console = Console()
     t0 = time.time()
@@ -51,6 +59,17 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out / "accuracy.json", acc)
         atomic_write_text(args.out / "accuracy.md", bench_accuracy.markdown(acc))
         console.print(bench_accuracy.markdown(acc))
+    if args.only in (None, "tuning"):
+        trials = args.trials or (32 if args.fast else 300)
+        limit = 600 if args.fast else 3600
+        res = {}
+        with console.status(f"tuning on the host ({trials} trials per model)..."):
+            res["host"] = bench_tuning.host(args.out, args.models, trials, limit)
+        with console.status(f"tuning on QEMU ({trials} trials per model)..."):
+            res["mcu"] = bench_tuning.mcu(args.out, args.models, trials, limit)
+        atomic_write_json(args.out / "tuning.json", res)
+        atomic_write_text(args.out / "tuning.md", bench_tuning.markdown(res))
+        console.print(bench_tuning.markdown(res))
     console.print(f"bench_results written to {args.out} in {time.time() - t0:.0f} s")
     return 0
 

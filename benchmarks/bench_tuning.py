@@ -1,0 +1,180 @@
+"""Tuning benchmark (issue: autotuning): what MetaSchedule buys on the host and on the MCU.
+
+Host (llvm, one core, batch 1): per MLPerf Tiny model, the W4A8 LUT model with TE's
+default schedule, with tvmq's schedule and tuned, TVM float32 (untuned), and the peer a
+user would pick, LiteRT (XNNPACK) float32 and int8 (optional: ``ai-edge-litert``). All
+systems are timed interleaved, round after round, in one process (the machine is shared
+and noisy): min and median per system.
+
+MCU (QEMU ``mps2-an386``, exact instruction counts): per LUT kernel TE default, tvmq's
+schedule and tuned on the emulated core (``tune(target="qemu:...")``), and the whole
+deployed model before and after, with the tuning time.
+
+Calibration uses random inputs (the MLPerf data sets are not shipped): fine for speed,
+meaningless for accuracy, which this benchmark does not report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODELS = ("kws_dscnn", "ic_resnet8")
+
+
+def _quantized(models: Path, name: str):
+    import tvmq
+    from tvmq.config import fixed_point
+
+    path = models / f"{name}_float32.tflite"
+    mod = tvmq.load_model(path)
+    shape = tuple(int(s) for s in mod["main"].params[0].ty.shape)
+    calib = list(np.random.default_rng(0).standard_normal((32, *shape)).astype(np.float32))
+    return tvmq.quantize(mod, fixed_point("w4-kmeans-a8"), calib=calib, layout="NHWC"), shape
+
+
+def _clock(fn, min_s: float = 0.02) -> float:
+    """Seconds per call, averaged over enough calls to last ``min_s``."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_s:
+            return dt / n
+
+
+def _litert(path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    x = np.zeros(inp["shape"], inp["dtype"])
+    it.set_tensor(inp["index"], x)
+    return it.invoke
+
+
+def host(out: Path, models: Path, trials: int, time_limit_s: float, rounds: int = 15) -> dict:
+    from tvmq.tune import kernel_times, tune
+
+    results = {}
+    for name in MODELS:
+        if not (models / f"{name}_float32.tflite").exists():
+            results[name] = {"skipped": f"{models}/{name}_float32.tflite is absent"}
+            continue
+        qm, shape = _quantized(models, name)
+        db = out / "host_tuning" / name
+        t0 = time.time()
+        res = tune(qm, db, trials=trials, time_limit_s=time_limit_s)
+        tuning_s = time.time() - t0
+        names = sorted(res.tasks)
+        k_default = kernel_times(qm, names=names)
+        k_ours = kernel_times(qm, names=names, schedule=True)
+        k_tuned = kernel_times(qm, names=names, tuning=db)
+        tuned = dataclasses.replace(qm).build(tuning=db)
+        qm.build()
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        systems = {
+            "lut_w4a8_tvmq_schedule": lambda: qm.run(x),
+            "lut_w4a8_tuned": lambda: tuned.run(x),
+            "tvm_float32_untuned": lambda: qm.run_float(x),
+        }
+        for kind in ("float32", "int8"):
+            f = _litert(models / f"{name}_{kind}.tflite")
+            if f is not None:
+                systems[f"litert_{kind}"] = f
+        times = {k: [] for k in systems}
+        for _ in range(rounds):
+            for k, f in systems.items():
+                times[k].append(_clock(f))
+        results[name] = {
+            "tuning": {"trials": sum(t.trials for t in res.tasks.values()),
+                       "seconds": round(tuning_s, 1), "interrupted": res.interrupted},
+            "latency_us": {k: {"min": 1e6 * min(v), "median": 1e6 * statistics.median(v)}
+                           for k, v in times.items()},
+            "kernels_us": {n: {"te_default": 1e6 * k_default[n], "tvmq": 1e6 * k_ours[n],
+                               "tuned": 1e6 * k_tuned[n]} for n in names},
+            "kernels_tuned_vs_default": sum(k_default.values()) / sum(k_tuned.values()),
+        }  # fmt: skip
+    return results
+
+
+def mcu(out: Path, models: Path, trials: int, time_limit_s: float) -> dict:
+    from tvmq.backend.aot import generate_aot
+    from tvmq.backend.mcu_measure import measure_kernels
+    from tvmq.backend.qemu import run_on_device
+    from tvmq.backend.schedule import schedule_mcu
+    from tvmq.tune import apply_to_module, tune
+
+    board = "mps2-an386"
+    results = {}
+    for name in MODELS:
+        if not (models / f"{name}_float32.tflite").exists():
+            results[name] = {"skipped": f"{models}/{name}_float32.tflite is absent"}
+            continue
+        qm, shape = _quantized(models, name)
+        db = out / "mcu_tuning" / name
+        t0 = time.time()
+        res = tune(qm, db, trials=trials, time_limit_s=time_limit_s, target=f"qemu:{board}")
+        tuning_s = time.time() - t0
+        fused = qm.fused()
+        tuned_mod = apply_to_module(fused, db, f"qemu:{board}")
+        names = sorted(res.tasks)
+        k = {
+            "te_default": measure_kernels(fused, board, names),
+            "tvmq": measure_kernels(schedule_mcu(fused), board, names),
+            "tuned": measure_kernels(tuned_mod, board, names),
+        }
+        xs = np.random.default_rng(1).standard_normal((2, *shape)).astype(np.float32)
+        before = run_on_device(generate_aot(fused), xs, out / "mcu_dev" / f"{name}_0", board)
+        after = run_on_device(generate_aot(tuned_mod), xs, out / "mcu_dev" / f"{name}_1", board)
+        same = bool(np.array_equal(before.outputs, after.outputs))
+        results[name] = {
+            "board": board,
+            "tuning": {"trials": sum(t.trials for t in res.tasks.values()),
+                       "seconds": round(tuning_s, 1), "interrupted": res.interrupted},
+            "kernels_instructions": {n: {s: k[s][n] for s in k} for n in names},
+            "kernels_tuned_vs_default": sum(k["te_default"].values()) / sum(k["tuned"].values()),
+            "kernels_tuned_vs_tvmq": sum(k["tvmq"].values()) / sum(k["tuned"].values()),
+            "model_instructions": {"tvmq_schedule": int(np.median(before.instructions)),
+                                   "tuned": int(np.median(after.instructions))},
+            "outputs_identical": same,
+        }  # fmt: skip
+    return results
+
+
+def markdown(res: dict) -> str:
+    lines = ["# Tuning", ""]
+    for part, title in (("host", "Host (llvm, one core)"), ("mcu", "QEMU mps2-an386")):
+        for name, r in res.get(part, {}).items():
+            if "skipped" in r:
+                lines.append(f"- {title} {name}: skipped ({r['skipped']})")
+                continue
+            t = r["tuning"]
+            lines += ["", f"## {title}: {name} ({t['trials']} trials, {t['seconds']:.0f} s)", ""]
+            if part == "host":
+                lines += ["| system | min us | median us |", "|---|---:|---:|"]
+                lines += [f"| {k} | {v['min']:.1f} | {v['median']:.1f} |"
+                          for k, v in r["latency_us"].items()]  # fmt: skip
+                lines.append(
+                    f"\nLUT kernels tuned vs TE default: {r['kernels_tuned_vs_default']:.2f}x"
+                )
+            else:
+                lines += ["| kernel | TE default | tvmq | tuned |", "|---|---:|---:|---:|"]
+                lines += [f"| {n} | {v['te_default']:,} | {v['tvmq']:,} | {v['tuned']:,} |"
+                          for n, v in r["kernels_instructions"].items()]  # fmt: skip
+                m = r["model_instructions"]
+                lines.append(
+                    f"\nkernels tuned vs TE default {r['kernels_tuned_vs_default']:.2f}x, vs "
+                    f"tvmq's schedule {r['kernels_tuned_vs_tvmq']:.2f}x; whole model "
+                    f"{m['tvmq_schedule']:,} -> {m['tuned']:,} instructions "
+                    f"(outputs identical: {r['outputs_identical']})"
+                )
+    return "\n".join(lines) + "\n"
