@@ -194,6 +194,34 @@ def test_qemu_cost_is_deterministic_and_ranks_schedules(conv_artifact):
 
 
 @qemu
+def test_qemu_runner_costs_candidates_like_metaschedule_sees_them(conv_artifact):
+    """The Builder/Runner pair MetaSchedule calls: identical candidates cost the same,
+    the TE default schedule costs more than tvmq's, a candidate that cannot become C is a
+    build error (not a crash)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    import tvmq
+    from tvmq.backend.mcu_measure import mcu_target, qemu_builder_runner
+    from tvmq.backend.schedule import schedule_mcu
+
+    d, _ = conv_artifact
+    fused = tvmq.load_artifact(d / "m.tvmq").fused()
+    target = mcu_target("mps2-an386")
+    name = "lut_conv_int_requant"
+    mods = [tvm.IRModule({"main": m[name]}) for m in (fused, schedule_mcu(fused), fused)]
+    builder, runner = qemu_builder_runner("mps2-an386")
+    built = builder.build([ms.builder.BuilderInput(m, target) for m in mods])
+    assert all(b.error_msg is None for b in built)
+    args = ms.arg_info.ArgInfo.from_prim_func(mods[0]["main"])
+    futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args) for b in built])
+    default, ours, again = (float(f.result().run_secs[0]) for f in futures)
+    assert default == again and ours < default
+    bad = builder.build([ms.builder.BuilderInput(tvm.IRModule({}), target)])
+    assert bad[0].artifact_path is None and "PrimFunc" in bad[0].error_msg
+
+
+@qemu
 def test_tune_on_qemu_then_deploy_the_tuned_c(conv_artifact, tmp_path):
     d, _ = conv_artifact
     db = tmp_path / "db"

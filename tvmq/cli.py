@@ -310,12 +310,19 @@ def _cmd_deploy(args) -> int:
     xs, labels = _deploy_data(args.data, shape, args.samples, "test", seed=2)
     project = args.project_dir or Path(tempfile.mkdtemp(prefix="tvmq-deploy-")) / "project"
     outs, counts = [], []
-    with Session(aot, board=args.board, project_dir=project, timeout=args.timeout) as s:
-        for x in xs:
-            y, n = s.run(x)
-            outs.append(y)
-            counts.append(n)
-        sizes = s.build_info.get("sizes", {})
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"building and starting {args.board}", total=len(xs))
+        with Session(aot, board=args.board, project_dir=project, timeout=args.timeout) as s:
+            bar.update(task, description=f"{len(xs)} samples on {args.board}")
+            for x in xs:
+                y, n = s.run(x)
+                outs.append(y)
+                counts.append(n)
+                bar.advance(task)
+            sizes = s.build_info.get("sizes", {})
     outs = np.stack(outs)
     host = np.stack([qm.build().run(x) for x in xs])
     agree = float(
