@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         res = {}
         with console.status(f"tuning on the host ({trials} trials per model)..."):
             res["host"] = bench_tuning.host(args.out, args.models, trials, limit)
+        atomic_write_json(args.out / "tuning.json", res)  # keep it if the MCU part fails
         with console.status(f"tuning on QEMU ({trials} trials per model)..."):
             res["mcu"] = bench_tuning.mcu(args.out, args.models, trials, limit)
         atomic_write_json(args.out / "tuning.json", res)

@@ -106,7 +106,9 @@ def tune(
     progress: Any = None,
     runner: Any = "local",
 ) -> TuneResult:
-    """Tune the LUT kernels of ``qm`` (a :class:`tvmq.QuantizedModel`).
+    """Tune the LUT kernels of ``qm`` (a :class:`tvmq.QuantizedModel`), or the kernels of a
+    plain Relax module (e.g. the float model, with ``ops="all"``, for a tuned baseline;
+    build it with ``tvm.compile(mod, target, relax_pipeline=lut_pipeline(target, work_dir))``).
 
     Parameters
     ----------
@@ -153,7 +155,12 @@ def tune(
         target = None
     work_dir.mkdir(parents=True, exist_ok=True)
     target = target or host_target()
-    mod = qm.fused()
+    if isinstance(qm, tvm.IRModule):  # a plain (e.g. float) module: tune what it fuses to
+        from .pipeline import fusion_passes
+
+        mod = tvm.transform.Sequential(fusion_passes())(qm)
+    else:
+        mod = qm.fused()
     names = lut_task_names(mod) if ops == "lut" else None
     if names is not None and not names:
         raise TvmqError("the model has no LUT kernels to tune")
@@ -338,7 +345,12 @@ def kernel_times(
     from .backend.schedule import schedule_mcu
 
     target = target or host_target()
-    mod = qm.fused()
+    if isinstance(qm, tvm.IRModule):  # a plain (e.g. float) module: tune what it fuses to
+        from .pipeline import fusion_passes
+
+        mod = tvm.transform.Sequential(fusion_passes())(qm)
+    else:
+        mod = qm.fused()
     if tuning is not None:
         from tvm import relax
 
