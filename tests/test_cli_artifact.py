@@ -231,7 +231,9 @@ def test_tune_on_qemu_then_deploy_the_tuned_c(conv_artifact, tmp_path):
     rep = json.loads(r.stdout)
     (row,) = rep["kernels"]
     assert row["unit"] == "instructions" and row["trials"] == 4
-    assert row["tuned"] > 0 and row["tuned"] <= row["untuned"] * 1.5
+    # tvmq's schedule is measured and recorded first (not counted in the trials), so the
+    # database never applies anything slower (costs are exact, to one 40-instruction tick)
+    assert 0 < row["tuned"] <= row["tvmq_schedule"] + 40
     r = run("deploy", str(d / "m.tvmq"), "--board", "mps2-an386", "--tuning", str(db),
             "--samples", "2", "--json", "--project-dir", str(tmp_path / "p"))  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]

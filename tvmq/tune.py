@@ -30,6 +30,8 @@ import tvm
 
 from .errors import TvmqError
 
+log = logging.getLogger(__name__)
+
 BUILD_TIMEOUT_S = 120.0
 
 
@@ -103,6 +105,7 @@ def tune(
     ops: str = "lut",
     kernels: list[str] | None = None,
     seed: int = 0,
+    seed_with_tvmq: bool = True,
     progress: Any = None,
     runner: Any = "local",
 ) -> TuneResult:
@@ -131,6 +134,11 @@ def tune(
     kernels : list of str, optional
         Tune only these kernels (names as :func:`kernel_times` and ``tvmq tune`` list
         them), e.g. the costliest one; an unknown name is an error listing the known ones.
+    seed_with_tvmq : bool
+        Measure tvmq's own schedule of each new kernel first and record it (not counted
+        in the trials): the search starts from it (evolutionary search draws part of its
+        first population from the database) and applying the database never picks a
+        schedule slower than tvmq's, even after a tiny budget.
     progress : callable, optional
         ``progress(task_name, trials, best_s)`` after each measured batch.
     runner : "local" or a MetaSchedule Runner
@@ -204,9 +212,47 @@ def tune(
         tasks[t.task_name] = TaskResult(t.task_name, previous=done)
         if done < per_task:
             todo.append(t)
+    if seed_with_tvmq:
+        _seed(todo, database, builder, runner, target)
     interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
                        _Progress, stopped, builder)  # fmt: skip
     return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
+
+
+def _seed(todo, database, builder, runner, target) -> None:
+    """Record tvmq's schedule of every kernel that has no record yet (see ``tune``)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
+
+    from .backend.schedule import schedule_of
+
+    if builder is None:
+        builder = LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1)
+    if isinstance(runner, str):
+        runner = ms.runner.LocalRunner()
+    for task in todo:
+        workload = database.commit_workload(task.dispatched[0])
+        if database.get_top_k(workload, 1):
+            continue
+        sch = schedule_of(task.dispatched[0])
+        if sch is None:
+            continue
+        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+        if built.error_msg is not None:
+            log.warning("tvmq schedule of %s does not build: %s", task.task_name, built.error_msg)
+            continue
+        try:
+            (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args)])
+            res = future.result()
+        finally:
+            import shutil
+
+            shutil.rmtree(Path(built.artifact_path).parent, ignore_errors=True)
+        if res.error_msg is None and res.run_secs:
+            database.commit_tuning_record(
+                ms.database.TuningRecord(sch.trace, workload, res.run_secs, target, args)
+            )
 
 
 def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, progress_cls,

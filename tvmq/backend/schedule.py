@@ -113,6 +113,22 @@ def schedule_primfunc(func: tirx.PrimFunc) -> tirx.PrimFunc:
     return sch.mod["main"]
 
 
+def schedule_of(mod: tvm.IRModule) -> Schedule | None:
+    """tvmq's schedule of a one-function module (a tuning task's workload) as a
+    :class:`Schedule` whose trace can seed a tuning database, or None when the function
+    has no annotated LUT kernel."""
+    sch = Schedule(mod)
+    try:
+        blocks = list(_annotated_acc(sch))
+    except ScheduleError:
+        return None
+    if not blocks:
+        return None
+    for acc in blocks:
+        _schedule_acc(sch, acc)
+    return sch
+
+
 def schedule_mcu(mod: tvm.IRModule) -> tvm.IRModule:
     """Apply :func:`schedule_primfunc` to every PrimFunc of ``mod`` (other functions kept)."""
     out = {}
