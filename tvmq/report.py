@@ -100,9 +100,10 @@ def memory_map(qm) -> dict[str, Any]:
 
 def accuracy(qm, xs: np.ndarray, labels: np.ndarray, *, float_model: bool = False) -> float:
     """Top-1 accuracy (0..1) of ``qm``'s LUT build (or its float model) on ``xs``."""
+    from .evaluate import accuracy as top1
+
     run = qm.run_float if float_model else qm.build().run
-    hits = sum(int(np.asarray(run(x)).reshape(-1).argmax() == y) for x, y in zip(xs, labels))
-    return hits / len(xs)
+    return top1(lambda x: run(x[0]), xs, labels)  # xs[i] already has the batch dim
 
 
 def accuracy_curve(qm, xs, labels, calib, bits=(2, 3, 4, 8), progress=None) -> list[dict]:

@@ -148,27 +148,17 @@ def tune(
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     work_dir = Path(work_dir)
+    target, board_name = resolve_target(target)
     builder = None
-    if isinstance(target, str) and target.startswith("qemu:"):
-        from .backend.mcu_measure import mcu_target, qemu_builder_runner
+    if board_name is not None:
+        from .backend.mcu_measure import qemu_builder_runner
 
-        board_name = target.split(":", 1)[1]
-        target = mcu_target(board_name)
         builder, runner = qemu_builder_runner(board_name)
-    elif isinstance(target, str):
-        if target != "llvm":
-            raise TvmqError(f"tuning target must be 'llvm' or 'qemu:BOARD', got {target!r}")
-        target = None
     work_dir.mkdir(parents=True, exist_ok=True)
-    target = target or host_target()
-    if isinstance(qm, tvm.IRModule):  # a plain (e.g. float) module: tune what it fuses to
-        from .pipeline import fusion_passes
-
-        mod = tvm.transform.Sequential(fusion_passes())(qm)
-    else:
-        mod = qm.fused()
+    mod = _fused(qm)
     names = lut_task_names(mod) if ops == "lut" else None
     if names is not None and not names:
         raise TvmqError("the model has no LUT kernels to tune")
@@ -212,8 +202,15 @@ def tune(
         tasks[t.task_name] = TaskResult(t.task_name, previous=done)
         if done < per_task:
             todo.append(t)
-    if seed_with_tvmq:
-        _seed(todo, database, builder, runner, target)
+    if todo:  # one builder and one runner (worker pool) for the seeds and the search
+        if builder is None:
+            builder = LocalBuilder(
+                f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1
+            )
+        if isinstance(runner, str):
+            runner = ms.runner.Runner.create(runner)
+        if seed_with_tvmq:
+            _seed(todo, database, builder, runner, target)
     interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
                        _Progress, stopped, builder)  # fmt: skip
     return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
@@ -222,14 +219,9 @@ def tune(
 def _seed(todo, database, builder, runner, target) -> None:
     """Record tvmq's schedule of every kernel that has no record yet (see ``tune``)."""
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     from .backend.schedule import schedule_of
 
-    if builder is None:
-        builder = LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1)
-    if isinstance(runner, str):
-        runner = ms.runner.LocalRunner()
     for task in todo:
         workload = database.commit_workload(task.dispatched[0])
         if database.get_top_k(workload, 1):
@@ -256,17 +248,12 @@ def _seed(todo, database, builder, runner, target) -> None:
 
 
 def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, progress_cls,
-         stopped, builder=None):  # fmt: skip
+         stopped, builder):  # fmt: skip
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     interrupted = False
     if todo:
         contexts, weights = _tune_contexts(todo, Path(work_dir), seed, per_task)
-        if builder is None:
-            builder = LocalBuilder(
-                f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1
-            )
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"), progress_cls()]
         # MetaSchedule's task scheduler prints a table per round on its stdout handler
         # (when its loggers exist); the caller shows progress instead.
@@ -354,6 +341,30 @@ class _TimeUp(Exception):
     """The wall-clock limit of :func:`tune` passed."""
 
 
+def resolve_target(target) -> tuple[tvm.target.Target, str | None]:
+    """``(Target, QEMU board or None)`` for a tuning target: a Target, None or ``"llvm"``
+    (the host, one core), or ``"qemu:BOARD"`` (LLVM's description of the board's core; an
+    unknown board is an error listing the known ones)."""
+    if isinstance(target, str) and target.startswith("qemu:"):
+        from .backend.mcu_measure import mcu_target
+
+        board_name = target.split(":", 1)[1]
+        return mcu_target(board_name), board_name
+    if isinstance(target, str) and target != "llvm":
+        raise TvmqError(f"tuning target must be 'llvm' or 'qemu:BOARD', got {target!r}")
+    return (host_target() if target is None or isinstance(target, str) else target), None
+
+
+def _fused(qm) -> tvm.IRModule:
+    """What is tuned and timed: :meth:`QuantizedModel.fused`, or a plain Relax module (e.g.
+    the float model) through the same fusion passes."""
+    if isinstance(qm, tvm.IRModule):
+        from .pipeline import fusion_passes
+
+        return tvm.transform.Sequential(fusion_passes())(qm)
+    return qm.fused()
+
+
 def apply_to_module(mod: tvm.IRModule, work_dir: str | Path, target) -> tvm.IRModule:
     """``mod`` (e.g. :meth:`QuantizedModel.fused`) with the kernels that have a record in
     the database in ``work_dir`` for ``target`` replaced by their best schedule (marked
@@ -364,12 +375,7 @@ def apply_to_module(mod: tvm.IRModule, work_dir: str | Path, target) -> tvm.IRMo
 
     if not has_database(work_dir):
         raise TvmqError(f"{work_dir} holds no tuning database (run tvmq tune first)")
-    if isinstance(target, str) and target.startswith("qemu:"):
-        from .backend.mcu_measure import mcu_target
-
-        target = mcu_target(target.split(":", 1)[1])
-    elif isinstance(target, str):
-        target = host_target()
+    target, _ = resolve_target(target)
     with target:
         return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
 
@@ -391,17 +397,9 @@ def kernel_times(
     from .backend.schedule import schedule_mcu
 
     target = target or host_target()
-    if isinstance(qm, tvm.IRModule):  # a plain (e.g. float) module: tune what it fuses to
-        from .pipeline import fusion_passes
-
-        mod = tvm.transform.Sequential(fusion_passes())(qm)
-    else:
-        mod = qm.fused()
+    mod = _fused(qm)
     if tuning is not None:
-        from tvm import relax
-
-        with target:
-            mod = relax.transform.MetaScheduleApplyDatabase(str(tuning))(mod)
+        mod = apply_to_module(mod, tuning, target)
     if schedule:
         mod = schedule_mcu(mod)
     rng = np.random.default_rng(0)

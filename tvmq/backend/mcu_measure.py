@@ -23,7 +23,7 @@ from pathlib import Path
 import tvm
 
 from ..errors import TvmqError
-from .c_codegen import C_PRELUDE, CFunction, ctype, print_function
+from .c_codegen import C_PRELUDE, CFunction, CodegenError, ctype, lower_for_c, print_function
 from .qemu import COMMON_FLAGS, _tool, board, link_flags, run_elf
 
 _CPU = {"mps2-an385": "cortex-m3", "mps2-an386": "cortex-m4", "mps2-an500": "cortex-m7",
@@ -43,8 +43,6 @@ def mcu_target(board_name: str) -> tvm.target.Target:
 
 def kernel_c(mod: tvm.IRModule, name: str = "tvmq_kernel") -> CFunction:
     """Plain C of the single PrimFunc of ``mod`` as scheduled (no tvmq MCU schedule)."""
-    from .c_codegen import lower_for_c
-
     funcs = [(gv, f) for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     if len(funcs) != 1:
         raise TvmqError(f"expected one PrimFunc, got {len(funcs)}")
@@ -99,7 +97,8 @@ def instructions(cf: CFunction, board_name: str, workdir: Path, timeout: float =
     return _compile_and_run(src, board_name, timeout)
 
 
-def _builder_runner(board_name: str):
+def qemu_builder_runner(board_name: str):
+    """``(builder, runner)`` measuring candidates on ``board_name`` (see the module doc)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
@@ -137,6 +136,7 @@ def _builder_runner(board_name: str):
                 futures.append(ms.runner.RunnerFuture(lambda: True, lambda r=result: r))
             return futures
 
+    board(board_name)  # unknown board -> UnknownNameError before any search
     return QemuBuilder(), QemuRunner()
 
 
@@ -159,12 +159,6 @@ def _compile_and_run(src: Path, board_name: str, timeout: float = 60.0) -> int:
     return round(ticks * b.instructions_per_tick)
 
 
-def qemu_builder_runner(board_name: str):
-    """``(builder, runner)`` measuring candidates on ``board_name`` (see the module doc)."""
-    board(board_name)
-    return _builder_runner(board_name)
-
-
 def measure_kernels(
     mod: tvm.IRModule, board_name: str, names: list[str], skip_unprintable: bool = False
 ) -> dict[str, int | None]:
@@ -172,8 +166,6 @@ def measure_kernels(
     ``skip_unprintable`` a kernel the plain-C path cannot print gets None (TE's default
     schedule of some integer kernels lowers to a dtype-changing buffer view, which never
     ships: deployments use tvmq's schedule or a tuned one)."""
-    from .c_codegen import CodegenError
-
     out: dict[str, int | None] = {}
     for name in names:
         with tempfile.TemporaryDirectory(prefix="tvmq-mcu-") as d:

@@ -103,14 +103,8 @@ def schedule_primfunc(func: tirx.PrimFunc) -> tirx.PrimFunc:
     already scheduled, e.g. by MetaSchedule from a tuning database)."""
     if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)):
         return func
-    sch = Schedule(func)
-    try:
-        blocks = list(_annotated_acc(sch))
-    except ScheduleError:
-        return func
-    for acc in blocks:
-        _schedule_acc(sch, acc)
-    return sch.mod["main"]
+    sch = schedule_of(tvm.IRModule({"main": func}))
+    return func if sch is None else sch.mod["main"]
 
 
 def schedule_of(mod: tvm.IRModule) -> Schedule | None:
