@@ -31,6 +31,7 @@ from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
 from tvmq.kernels import (
     ZP_FOLDED,
     int_level_table,
+    kernel_requant,
     lut_conv_compute,
     lut_conv_int_compute,
     lut_matmul_compute,
@@ -254,12 +255,13 @@ class _Legalizer(PyExprMutator):
             return None  # keep the float epilogue rather than overflow
         bias_q = bias_q.astype(np.int32)
         mult, shift = quantize_multiplier(acc_scale / s_out)
+        offset, mult, shift, high_word = kernel_requant(bias_q, mult, shift)
         consts = [
-            relax.const(bias_q, "int32"),
-            relax.const(mult.astype(np.int32), "int32"),
-            relax.const(shift.astype(np.int32), "int32"),
+            relax.const(offset, "int64"),
+            relax.const(mult, "int32"),
+            relax.const(shift, "int32"),
         ]
-        req = (z_out, lo, hi)
+        req = (z_out, lo, hi, high_word)
         if kw is None:
             return self.builder_.call_te(
                 lambda a, p, t, b, m, s: lut_matmul_int_compute(

@@ -13,6 +13,7 @@ import tvmq
 from tvmq.config import fixed_point
 from tvmq.kernels import (
     int_level_table,
+    kernel_requant,
     lut_conv_int_compute,
     lut_int_reference,
     lut_matmul_int_compute,
@@ -33,6 +34,16 @@ def test_multiplier_represents_the_rescale(real):
     assert abs(mult[0] * 2.0 ** -float(shift[0]) / real - 1) < 1e-9
 
 
+def test_kernel_requant_picks_the_high_word_form_only_where_it_is_exact():
+    mult, shift = quantize_multiplier(np.array([0.01, 0.4]))  # shifts 37, 32
+    off, _, k, high = kernel_requant(np.array([5, -7]), mult, shift)
+    assert high and k.tolist() == (shift - 32).tolist()
+    assert off.tolist() == [5 * mult[0] + 2**36, -7 * mult[1] + 2**31]
+    mult, shift = quantize_multiplier(np.array([0.01, 0.6]))  # 0.6 > 1/2: shift 31
+    _, _, k, high = kernel_requant(np.array([5, -7]), mult, shift)
+    assert not high and k.tolist() == shift.tolist()
+
+
 def requant_args(n_out, x_scale, w_scale):
     bias_q = RNG.integers(-3000, 3000, n_out).astype(np.int32)
     mult, shift = quantize_multiplier(x_scale * w_scale / 0.08)
@@ -41,7 +52,11 @@ def requant_args(n_out, x_scale, w_scale):
 
 @pytest.mark.parametrize("case", ["conv2d-NHWC", "depthwise-NHWC", "conv1d-NCW"])
 @pytest.mark.parametrize(("lo", "hi"), [(-128, 127), (-20, 127), (-20, 55)])
-def test_requantizing_conv_is_exact(case, lo, hi):
+@pytest.mark.parametrize("high", [True, False], ids=["high-word", "64-bit"])
+def test_requantizing_conv_is_exact(case, lo, hi, high):
+    """Both forms of the requantize give the reference's codes exactly: the high-word one
+    (kernel_requant picks it when every shift is at least 32, i.e. the rescales are below
+    1/2, as here) and the 64-bit one (forced here; used for larger rescales)."""
     c = dict(CONVS[case])
     xs, ws, axis = c.pop("x"), c.pop("w"), c.pop("axis")
     w = RNG.laplace(size=ws).astype(np.float32)
@@ -49,15 +64,19 @@ def test_requantizing_conv_is_exact(case, lo, hi):
     table, w_scale = int_level_table(levels)
     n_out = ws[c["kernel_layout"].index("O")]
     bias_q, mult, shift = requant_args(n_out, 0.05, w_scale)
+    off, k_mult, k_shift, high_word = kernel_requant(bias_q, mult, shift)
+    assert high_word
+    if not high:
+        k_shift, high_word = shift, False
     q = RNG.integers(-128, 128, xs).astype(np.int8)
     ch = c["data_layout"].index("C")
     acc = lut_int_reference(q, int_weight(w, cb, table), None, x_zero=2, conv=c, channel_axis=ch)
     ref = requantize_reference(acc, bias_q, mult, shift, -20, lo, hi, channel_axis=ch)
     got = build_and_run(
         lambda a, p, t, b, m, s: lut_conv_int_compute(
-            a, p, t, None, spec, x_zero=2, requant=(b, m, s, -20, lo, hi), **c
+            a, p, t, None, spec, x_zero=2, requant=(b, m, s, -20, lo, hi, high_word), **c
         ),
-        [q, packed, table, bias_q, mult, shift],
+        [q, packed, table, off, k_mult, k_shift],
         ref.shape,
         "int8",
     )
@@ -74,11 +93,19 @@ def test_requantizing_matmul_is_exact():
     q = RNG.integers(-128, 128, (2, 48)).astype(np.int8)
     acc = lut_int_reference(q, int_weight(w, cb, table), None, x_zero=-5, transposed=True)
     ref = requantize_reference(acc, bias_q, mult, shift, 7, -128, 127)
+    off, k_mult, k_shift, high_word = kernel_requant(bias_q, mult, shift)
     got = build_and_run(
         lambda a, p, t, b, m, s: lut_matmul_int_compute(
-            a, p, t, None, spec, x_zero=-5, transposed=True, requant=(b, m, s, 7, -128, 127)
+            a,
+            p,
+            t,
+            None,
+            spec,
+            x_zero=-5,
+            transposed=True,
+            requant=(b, m, s, 7, -128, 127, high_word),
         ),
-        [q, packed, table, bias_q, mult, shift],
+        [q, packed, table, off, k_mult, k_shift],
         (2, 16),
         "int8",
     )

@@ -28,7 +28,7 @@ from .integer import (
     zero_point_sums,
 )
 from .matmul import lut_matmul_compute, lut_matmul_reference
-from .requantize import quantize_multiplier, requantize_reference
+from .requantize import kernel_requant, quantize_multiplier, requantize_reference
 
 __all__ = [
     "ZP_FOLDED",
@@ -36,6 +36,7 @@ __all__ = [
     "dequantize_compute",
     "dequantize_reference",
     "int_level_table",
+    "kernel_requant",
     "lut_conv_compute",
     "lut_conv_int_compute",
     "lut_conv_reference",

@@ -6,6 +6,14 @@ with a 31-bit ``mult`` (gemmlowp / CMSIS-NN style) and ``round_shift(v, m, s) = 
 2**(s-1)) >> s`` in int64 (round half up). ``bias_q = round(bias / (x_scale * w_scale))``.
 ``lo``/``hi`` fold the activation (ReLU: the code of 0.0; ReLU6: the code of 6.0) into the
 output clamp. No float is touched at run time: what a Cortex-M without FPU runs.
+
+Kernels compute the same integers in a form that suits a 32-bit core
+(:func:`kernel_requant`): the bias and the rounding term fold into one int64 offset per
+channel, ``off = bias_q * mult + 2**(shift-1)``, so ``r = (acc * mult + off) >> shift``;
+when ``shift >= 32`` (rescales below 1/2, the usual case) that is ``((acc * mult + off) >>
+32) >> (shift - 32)``, exactly (floor shifts compose). On a Cortex-M the whole requantize
+is then one ``SMLAL`` into the offset, an arithmetic shift of its high word, the output
+zero point and a clamp, where the plain form needs a 64-bit variable shift per output.
 """
 
 from __future__ import annotations
@@ -41,12 +49,31 @@ def requantize_reference(acc, bias_q, mult, shift, out_zero, lo, hi, channel_axi
     return np.clip(r + out_zero, lo, hi).astype(np.int8)
 
 
-def requantize_expr(acc, o, bias_q, mult, shift, out_zero: int, lo: int, hi: int):
-    """TE expression of the same arithmetic for output channel index ``o``."""
+def kernel_requant(bias_q, mult, shift) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """``(offset, mult, shift, high_word)``: the per-channel arrays a kernel reads (int64,
+    int32, int32) and whether it uses the high-word form, whose ``shift`` array holds
+    ``shift - 32`` (see the module docstring). The kernel's shift amount is always a plain
+    load: TVM 0.27's bound analysis gets ``x >> (t - c)`` wrong (it bounds it to [-1, 0]
+    for an unknown ``t``) and would then drop the output clamp as redundant."""
+    mult = np.asarray(mult, np.int64)
+    shift = np.asarray(shift, np.int64)
+    offset = np.asarray(bias_q, np.int64) * mult + (np.int64(1) << (shift - 1))
+    high_word = bool(shift.size and shift.min() >= 32)
+    k_shift = shift - 32 if high_word else shift
+    return offset, mult.astype(np.int32), k_shift.astype(np.int32), high_word
+
+
+def requantize_expr(
+    acc, o, offset, mult, shift, out_zero: int, lo: int, hi: int, high_word: bool = False
+):
+    """TE expression of the same arithmetic for output channel index ``o``, reading the
+    arrays of :func:`kernel_requant`."""
     import tvm
 
-    v = (acc + bias_q[o]).astype("int64")
-    s = shift[o].astype("int64")
-    r = (v * mult[o].astype("int64") + (tvm.tirx.const(1, "int64") << (s - 1))) >> s
-    r = r.astype("int32") + out_zero
+    p = acc.astype("int64") * mult[o].astype("int64") + offset[o]
+    if high_word:
+        r = (p >> tvm.tirx.const(32, "int64")).astype("int32") >> shift[o]
+    else:
+        r = (p >> shift[o].astype("int64")).astype("int32")
+    r = r + out_zero
     return tvm.tirx.max(tvm.tirx.min(r, hi), lo).astype("int8")
