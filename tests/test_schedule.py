@@ -55,8 +55,9 @@ def _walk(stmt, visit):
 
 def test_pointwise_kernel_is_scheduled_for_an_mcu(kws_w4a8):
     """Before: a full int32 accumulator tensor and a decode per multiply-accumulate.
-    Expected: the accumulator is one scalar, each channel's weights are decoded once into
-    a Cin-sized scratch, the epilogue runs under the pixel loop (no workspace)."""
+    Expected: a block of 4 output channels per pixel (CHANNEL_BLOCK): 4 accumulators, the
+    block's weights decoded once into a 4 x Cin scratch (channel-major), one 4-channel dot
+    product per pixel, the epilogue under the pixel loop (no workspace)."""
     fused = kws_w4a8.fused()
     lowered = lower_for_c(schedule_mcu(fused))
     pointwise = [
@@ -68,13 +69,14 @@ def test_pointwise_kernel_is_scheduled_for_an_mcu(kws_w4a8):
     ]
     assert pointwise, "no pointwise kernel found"
     allocs = _allocs(pointwise[0])
-    assert allocs["lut_conv_acc"] == 1
-    assert allocs["lut_decode_int"] == 64
+    assert allocs["lut_conv_acc"] == 4
+    assert allocs["lut_decode_int"] == 4 * 64
     unscheduled = _allocs(lower_for_c(fused)[pointwise[0].attrs["global_symbol"]])
     assert unscheduled["lut_conv_acc"] == 25 * 5 * 64
     cfunc = print_function("k", pointwise[0])
-    assert cfunc.workspace == 0  # the 64-byte scratch and the scalar are C locals
-    assert "tvmq_dot_s8(" in cfunc.source
+    assert cfunc.workspace == 0  # the 256-byte scratch and the sums are C locals
+    assert cfunc.source.count("tvmq_dot4_s8(") == 1  # weights of channel c at c * 64
+    assert "tvmq_dot4_s8(&lv" in cfunc.source and ", 64, 64, &lut_conv_acc[0]);" in cfunc.source
 
 
 def test_scheduled_module_keeps_results(tmp_path):

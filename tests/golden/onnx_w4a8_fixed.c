@@ -6,20 +6,117 @@
 #include <arm_acle.h>
 #endif
 
-/* acc + sum(a[i] * b[i]) over int8: two SMLADs per four pairs where the core has them. */
-static inline int32_t tvmq_dot_s8(const int8_t* a, const int8_t* b, int32_t n, int32_t acc) {
+/* GCC 12.2's loop vectorizer (x86-64, -O2) miscompiled tvmq_dot4_s8's scalar loop once
+   inlined into a float-epilogue kernel of the KWS model (-O0/-O1, UBSan builds and
+   -fno-tree-loop-vectorize all agree with TVM's LLVM build): off Arm the dot helpers are
+   kept scalar. (Not on Arm: GCC does not inline a function whose optimize attribute
+   differs, which would cost a call per pixel on the MCU.) */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__arm__)
+#define TVMQ_NOVEC __attribute__((optimize("no-tree-loop-vectorize")))
+#else
+#define TVMQ_NOVEC
+#endif
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+/* bytes 1 and 3 of x sign-extended to two int16 (GCC does not fold the rotate itself) */
+static inline uint32_t tvmq_sxtb16_ror8(uint32_t x) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+#endif
+
+
+/* acc + sum(a[i] * b[i]) (tvmq_dot_*), and acc[c] += sum(a[i] * b[c * stride + i])
+   for a block of 2 or 4 output channels reading one input row (tvmq_dot2_*, 4_*). */
+TVMQ_NOVEC static inline int32_t tvmq_dot_s8(const int8_t* a, const int8_t* b, int32_t n, int32_t acc) {
+  int32_t s0 = acc;
+  const int8_t* b0 = b;
   int32_t i = 0;
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
   for (; i + 4 <= n; i += 4) {
-    uint32_t x, y;
+    uint32_t x;
     memcpy(&x, a + i, 4);
-    memcpy(&y, b + i, 4);
-    acc = __smlad(__sxtb16(x), __sxtb16(y), acc);
-    acc = __smlad(__sxtb16((x >> 8) | (x << 24)), __sxtb16((y >> 8) | (y << 24)), acc);
+    const uint32_t xe = __sxtb16(x), xo = tvmq_sxtb16_ror8(x);
+    uint32_t w0;
+    memcpy(&w0, b0 + i, 4);
+    s0 = __smlad(xe, __sxtb16(w0), s0);
+    s0 = __smlad(xo, tvmq_sxtb16_ror8(w0), s0);
   }
 #endif
-  for (; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
-  return acc;
+  for (; i < n; ++i) {
+    const int32_t x = a[i];
+    s0 += x * b0[i];
+  }
+  return s0;
+}
+
+TVMQ_NOVEC static inline void tvmq_dot2_s8(const int8_t* a, const int8_t* b, int32_t stride, int32_t n, int32_t* acc) {
+  int32_t s0 = acc[0], s1 = acc[1];
+  const int8_t *b0 = b + 0 * stride, *b1 = b + 1 * stride;
+  int32_t i = 0;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+  for (; i + 4 <= n; i += 4) {
+    uint32_t x;
+    memcpy(&x, a + i, 4);
+    const uint32_t xe = __sxtb16(x), xo = tvmq_sxtb16_ror8(x);
+    uint32_t w0;
+    memcpy(&w0, b0 + i, 4);
+    s0 = __smlad(xe, __sxtb16(w0), s0);
+    s0 = __smlad(xo, tvmq_sxtb16_ror8(w0), s0);
+    uint32_t w1;
+    memcpy(&w1, b1 + i, 4);
+    s1 = __smlad(xe, __sxtb16(w1), s1);
+    s1 = __smlad(xo, tvmq_sxtb16_ror8(w1), s1);
+  }
+#endif
+  for (; i < n; ++i) {
+    const int32_t x = a[i];
+    s0 += x * b0[i];
+    s1 += x * b1[i];
+  }
+  acc[0] = s0;
+  acc[1] = s1;
+}
+
+TVMQ_NOVEC static inline void tvmq_dot4_s8(const int8_t* a, const int8_t* b, int32_t stride, int32_t n, int32_t* acc) {
+  int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
+  const int8_t *b0 = b + 0 * stride, *b1 = b + 1 * stride, *b2 = b + 2 * stride, *b3 = b + 3 * stride;
+  int32_t i = 0;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+  for (; i + 4 <= n; i += 4) {
+    uint32_t x;
+    memcpy(&x, a + i, 4);
+    const uint32_t xe = __sxtb16(x), xo = tvmq_sxtb16_ror8(x);
+    uint32_t w0;
+    memcpy(&w0, b0 + i, 4);
+    s0 = __smlad(xe, __sxtb16(w0), s0);
+    s0 = __smlad(xo, tvmq_sxtb16_ror8(w0), s0);
+    uint32_t w1;
+    memcpy(&w1, b1 + i, 4);
+    s1 = __smlad(xe, __sxtb16(w1), s1);
+    s1 = __smlad(xo, tvmq_sxtb16_ror8(w1), s1);
+    uint32_t w2;
+    memcpy(&w2, b2 + i, 4);
+    s2 = __smlad(xe, __sxtb16(w2), s2);
+    s2 = __smlad(xo, tvmq_sxtb16_ror8(w2), s2);
+    uint32_t w3;
+    memcpy(&w3, b3 + i, 4);
+    s3 = __smlad(xe, __sxtb16(w3), s3);
+    s3 = __smlad(xo, tvmq_sxtb16_ror8(w3), s3);
+  }
+#endif
+  for (; i < n; ++i) {
+    const int32_t x = a[i];
+    s0 += x * b0[i];
+    s1 += x * b1[i];
+    s2 += x * b2[i];
+    s3 += x * b3[i];
+  }
+  acc[0] = s0;
+  acc[1] = s1;
+  acc[2] = s2;
+  acc[3] = s3;
 }
 
 #include "tvmq_model.h"
@@ -40,29 +137,34 @@ static void quantize(const float* restrict x, int8_t* restrict quantize) {
   }
 }
 
-static void lut_conv_int_requant(const int8_t* restrict lv1, const uint8_t* restrict B, const int8_t* restrict C, const int32_t* restrict D, const int32_t* restrict E, const int32_t* restrict F, int8_t* restrict lut_conv_int_requant) {
-  int8_t lut_decode_int[27];
-  int32_t lut_conv_acc[1];
-  for (int32_t i1 = 0; i1 < 8; ++i1) {
-    for (int32_t ax1 = 0; ax1 < 3; ++ax1) {
-      for (int32_t ax2 = 0; ax2 < 3; ++ax2) {
-        for (int32_t ax3 = 0; ax3 < 3; ++ax3) {
-          const int32_t cse_v1 = (ax1 * 9);
-          const int32_t cse_v2 = (ax2 * 3);
-          const int32_t cse_v3 = ((((i1 * 27) + cse_v1) + cse_v2) + ax3);
-          lut_decode_int[((cse_v1 + cse_v2) + ax3)] = C[((i1 * 16) + ((((int32_t)(B[(cse_v3 / 2)])) >> ((cse_v3 % 2) * 4)) & 15))];
+static void lut_conv_int_requant(const int8_t* restrict lv1, const uint8_t* restrict B, const int8_t* restrict C, const int64_t* restrict D, const int32_t* restrict E, const int32_t* restrict F, int8_t* restrict lut_conv_int_requant) {
+  int8_t lut_decode_int[108];
+  int32_t lut_conv_acc[4];
+  for (int32_t i1_0 = 0; i1_0 < 2; ++i1_0) {
+    for (int32_t ax0 = 0; ax0 < 4; ++ax0) {
+      for (int32_t ax1 = 0; ax1 < 3; ++ax1) {
+        for (int32_t ax2 = 0; ax2 < 3; ++ax2) {
+          for (int32_t ax3 = 0; ax3 < 3; ++ax3) {
+            const int32_t cse_v2 = ((((ax0 * 27) + (ax1 * 9)) + (ax2 * 3)) + ax3);
+            lut_decode_int[cse_v2] = C[(((i1_0 * 64) + (ax0 * 16)) + ((((int32_t)(B[((i1_0 * 54) + (cse_v2 / 2))])) >> ((cse_v2 % 2) * 4)) & 15))];
+          }
         }
       }
     }
     for (int32_t i2 = 0; i2 < 10; ++i2) {
       for (int32_t i3 = 0; i3 < 10; ++i3) {
-        lut_conv_acc[0] = 0;
+        for (int32_t i1_1_init = 0; i1_1_init < 4; ++i1_1_init) {
+          lut_conv_acc[i1_1_init] = 0;
+        }
         for (int32_t rc = 0; rc < 3; ++rc) {
           for (int32_t rh = 0; rh < 3; ++rh) {
-            lut_conv_acc[0] = tvmq_dot_s8(&lv1[((((rc * 144) + (i2 * 12)) + (rh * 12)) + i3)], &lut_decode_int[((rc * 9) + (rh * 3))], 3, lut_conv_acc[0]);
+            tvmq_dot4_s8(&lv1[((((rc * 144) + (i2 * 12)) + (rh * 12)) + i3)], &lut_decode_int[((rc * 9) + (rh * 3))], 27, 3, &lut_conv_acc[0]);
           }
         }
-        lut_conv_int_requant[(((i1 * 100) + (i2 * 10)) + i3)] = ((int8_t)((((((((int32_t)(((((((int64_t)(lut_conv_acc[0])) + ((int64_t)(D[i1]))) * ((int64_t)(E[i1]))) + ((int64_t)1LL << (((int64_t)(F[i1])) - (int64_t)1LL))) >> ((int64_t)(F[i1]))))) - 128)) < (127) ? ((((int32_t)(((((((int64_t)(lut_conv_acc[0])) + ((int64_t)(D[i1]))) * ((int64_t)(E[i1]))) + ((int64_t)1LL << (((int64_t)(F[i1])) - (int64_t)1LL))) >> ((int64_t)(F[i1]))))) - 128)) : (127))) > (-128) ? ((((((int32_t)(((((((int64_t)(lut_conv_acc[0])) + ((int64_t)(D[i1]))) * ((int64_t)(E[i1]))) + ((int64_t)1LL << (((int64_t)(F[i1])) - (int64_t)1LL))) >> ((int64_t)(F[i1]))))) - 128)) < (127) ? ((((int32_t)(((((((int64_t)(lut_conv_acc[0])) + ((int64_t)(D[i1]))) * ((int64_t)(E[i1]))) + ((int64_t)1LL << (((int64_t)(F[i1])) - (int64_t)1LL))) >> ((int64_t)(F[i1]))))) - 128)) : (127))) : (-128))));
+        for (int32_t i1_1 = 0; i1_1 < 4; ++i1_1) {
+          const int32_t cse_v1 = ((i1_0 * 4) + i1_1);
+          lut_conv_int_requant[((((i1_0 * 400) + (i1_1 * 100)) + (i2 * 10)) + i3)] = ((int8_t)(((((((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) < (127) ? (((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) : (127))) > (-128) ? (((((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) < (127) ? (((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) : (127))) : (-128))));
+        }
       }
     }
   }
@@ -84,9 +186,16 @@ static void fused_lut_conv_int_relu(const int8_t* restrict lv4, const uint8_t* r
     for (int32_t i2 = 0; i2 < 8; ++i2) {
       for (int32_t i3 = 0; i3 < 8; ++i3) {
         lut_conv_acc[0] = 0;
-        for (int32_t rh = 0; rh < 3; ++rh) {
-          lut_conv_acc[0] = tvmq_dot_s8(&lv4[((((i1 * 100) + (i2 * 10)) + (rh * 10)) + i3)], &lut_decode_int[(rh * 3)], 3, lut_conv_acc[0]);
-        }
+        const int32_t cse_v4 = (((i1 * 100) + (i2 * 10)) + i3);
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[cse_v4])) * ((int32_t)(lut_decode_int[0]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 1)])) * ((int32_t)(lut_decode_int[1]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 2)])) * ((int32_t)(lut_decode_int[2]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 10)])) * ((int32_t)(lut_decode_int[3]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 11)])) * ((int32_t)(lut_decode_int[4]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 12)])) * ((int32_t)(lut_decode_int[5]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 20)])) * ((int32_t)(lut_decode_int[6]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 21)])) * ((int32_t)(lut_decode_int[7]))));
+        lut_conv_acc[0] = (lut_conv_acc[0] + (((int32_t)(lv4[(cse_v4 + 22)])) * ((int32_t)(lut_decode_int[8]))));
         lut_conv_int_intermediate[0] = (((float)((param_3[i1] + lut_conv_acc[0]))) * param_2[i1]);
         compute_intermediate[(((i1 * 64) + (i2 * 8)) + i3)] = ((lut_conv_int_intermediate[0]) > (0.0f) ? (lut_conv_int_intermediate[0]) : (0.0f));
       }
@@ -106,20 +215,27 @@ static void fused_reshape_quantize1(const float* restrict lv5, int8_t* restrict 
 
 static void fused_lut_matmul_int_add(const int8_t* restrict lv8, const uint8_t* restrict param_0, const int8_t* restrict param_1, const float* restrict param_2, const int32_t* restrict param_3, const float* restrict param_4, float* restrict T_add_intermediate, uint8_t* restrict tvmq_ws) {
   int8_t* restrict lut_decode_int = (int8_t*)(tvmq_ws + 0);
-  int32_t lut_matmul_acc[1];
+  int32_t lut_matmul_acc[2];
   float lut_matmul_int_intermediate[1];
-  for (int32_t i1 = 0; i1 < 10; ++i1) {
-    for (int32_t ax1_0 = 0; ax1_0 < 256; ++ax1_0) {
-      const int32_t cse_v1 = (i1 * 16);
-      const int32_t cse_v2 = (ax1_0 * 2);
-      const int32_t cse_v3 = ((i1 * 256) + ax1_0);
-      lut_decode_int[cse_v2] = param_1[(cse_v1 + ((((int32_t)(param_0[cse_v3])) >> 0) & 15))];
-      lut_decode_int[(cse_v2 + 1)] = param_1[(cse_v1 + ((((int32_t)(param_0[cse_v3])) >> 4) & 15))];
+  for (int32_t i1_0 = 0; i1_0 < 5; ++i1_0) {
+    for (int32_t ax0 = 0; ax0 < 2; ++ax0) {
+      for (int32_t ax1_0 = 0; ax1_0 < 256; ++ax1_0) {
+        const int32_t cse_v1 = ((i1_0 * 32) + (ax0 * 16));
+        const int32_t cse_v2 = ((ax0 * 512) + (ax1_0 * 2));
+        const int32_t cse_v4 = (((i1_0 * 512) + (ax0 * 256)) + ax1_0);
+        lut_decode_int[cse_v2] = param_1[(cse_v1 + ((((int32_t)(param_0[cse_v4])) >> 0) & 15))];
+        lut_decode_int[(cse_v2 + 1)] = param_1[(cse_v1 + ((((int32_t)(param_0[cse_v4])) >> 4) & 15))];
+      }
     }
-    lut_matmul_acc[0] = 0;
-    lut_matmul_acc[0] = tvmq_dot_s8(&lv8[0], &lut_decode_int[0], 512, lut_matmul_acc[0]);
-    lut_matmul_int_intermediate[0] = (((float)((param_3[i1] + lut_matmul_acc[0]))) * param_2[i1]);
-    T_add_intermediate[i1] = (lut_matmul_int_intermediate[0] + param_4[i1]);
+    for (int32_t i1_1_init = 0; i1_1_init < 2; ++i1_1_init) {
+      lut_matmul_acc[i1_1_init] = 0;
+    }
+    tvmq_dot2_s8(&lv8[0], &lut_decode_int[0], 512, 512, &lut_matmul_acc[0]);
+    for (int32_t i1_1 = 0; i1_1 < 2; ++i1_1) {
+      const int32_t cse_v3 = ((i1_0 * 2) + i1_1);
+      lut_matmul_int_intermediate[0] = (((float)((param_3[cse_v3] + lut_matmul_acc[i1_1]))) * param_2[cse_v3]);
+      T_add_intermediate[cse_v3] = (lut_matmul_int_intermediate[0] + param_4[cse_v3]);
+    }
   }
 }
 
@@ -140,8 +256,8 @@ static const int8_t tvmq_c1[128] __attribute__((aligned(16))) = {
   7, 18, 23, 31, 39, 49, 73, 102
 };
 
-static const int32_t tvmq_c2[8] __attribute__((aligned(16))) = {
-  3030, -2991, 256, -4292, 1506, -3013, 2704, 1166
+static const int64_t tvmq_c2[8] __attribute__((aligned(16))) = {
+  5020043056352, -3296274206144, 517950509056, -6940800703768, 2134640615204, -4868163793218, 3085592797392, 2364139156188
 };
 
 static const int32_t tvmq_c3[8] __attribute__((aligned(16))) = {
@@ -149,7 +265,7 @@ static const int32_t tvmq_c3[8] __attribute__((aligned(16))) = {
 };
 
 static const int32_t tvmq_c4[8] __attribute__((aligned(16))) = {
-  38, 37, 38, 38, 38, 38, 37, 38
+  6, 5, 6, 6, 6, 6, 5, 6
 };
 
 static const uint8_t tvmq_c5[37] __attribute__((aligned(16))) = {

@@ -201,6 +201,54 @@ class _Printer:
         return self.buffers[buffer]
 
     # -- statements ----------------------------------------------------------------
+    def _multi_dot(self, loop, depth: int) -> bool:
+        """Print a block of output channels (a loop of extent 2 or 4 from the MCU
+        schedule's channel split) as one ``tvmq_dot{2,4}_s8`` per reduction step, then
+        the epilogue per channel; False (nothing printed) when ``loop`` is not one::
+
+            for o in range(E):                     [loop-invariant binds]
+                for r...: (dot over k)             for r...: tvmq_dotE_s8(&a[p], &b[q0],
+                    acc[i0 + o] += a[p + k] *                     stride, n, &acc[i0])
+                                   b[q0 + o * stride + k]      for o in range(E):
+                epilogue(acc[i0 + o])  -->                       epilogue(acc[i0 + o])
+
+        Moving the epilogues after all dot products is valid because they write neither
+        the operands nor the accumulators (checked)."""
+        found = _multi_dot_pattern(loop)
+        if found is None:
+            return False
+        binds, nest, (dbinds, acc, (a_buf, a_base, _), (b_buf, b_base, b_dtype)), epilogue = found
+        o, n_ch = loop.loop_var, int(loop.extent)
+        b0, stride = _linear_in(b_base, o)
+        i0, _ = _linear_in(acc.indices[0], o)
+        for bind in binds:
+            self.stmt(bind, depth)
+        for lp in nest[:-1]:
+            v = self.name(lp.loop_var)
+            lo, ext = self.expr(lp.min), self.expr(lp.extent)
+            end = ext if lo == "0" else f"{lo} + {ext}"
+            self.emit(
+                f"for ({ctype(dtype_of(lp.loop_var))} {v} = {lo}; {v} < {end}; ++{v}) {{", depth
+            )
+            depth += 1
+        for bind in dbinds:
+            self.stmt(bind, depth)
+        self.emit(
+            f"tvmq_dot{n_ch}_{_DOT_SUFFIX[b_dtype]}(&{self.buf(a_buf)}[{self.expr(a_base)}], "
+            f"&{self.buf(b_buf)}[{self.expr(b0)}], {stride}, {self.expr(nest[-1].extent)}, "
+            f"&{self.buf(acc.buffer)}[{self.expr(i0)}]);",
+            depth,
+        )
+        for _ in nest[:-1]:
+            depth -= 1
+            self.emit("}", depth)
+        v = self.name(o)
+        self.emit(f"for ({ctype(dtype_of(o))} {v} = 0; {v} < {n_ch}; ++{v}) {{", depth)
+        for st in epilogue:
+            self.stmt(st, depth + 1)
+        self.emit("}", depth)
+        return True
+
     def emit(self, text: str, depth: int) -> None:
         self.lines.append("  " * depth + text)
 
@@ -209,6 +257,8 @@ class _Printer:
         if kind == "SeqStmt":
             for x in s.seq:
                 self.stmt(x, depth)
+        elif kind == "For" and self._multi_dot(s, depth):
+            return
         elif kind == "For":
             dot = _dot_pattern(s)
             if dot is not None:
@@ -217,7 +267,7 @@ class _Printer:
                     self.stmt(bind, depth)
                 store = f"{self.buf(acc.buffer)}[{self.index(acc.indices)}]"
                 self.emit(
-                    f"{store} = tvmq_dot_s8(&{self.buf(a[0])}[{self.expr(a[1])}], "
+                    f"{store} = tvmq_dot_{_DOT_SUFFIX[b[2]]}(&{self.buf(a[0])}[{self.expr(a[1])}], "
                     f"&{self.buf(b[0])}[{self.expr(b[1])}], {self.expr(s.extent)}, {store});",
                     depth,
                 )
@@ -295,17 +345,24 @@ def _unit_stride_base(indices, var):
     return None
 
 
-def _int8_load(e, var):
-    """``(buffer, base)`` for ``int32(x[base + var])`` with int8 ``x``, else None."""
+def _small_int_load(e, var):
+    """``(buffer, base, dtype)`` for ``int32(x[base + var])`` with ``x`` of a dtype in
+    :data:`_DOT_SUFFIX`, else None."""
     if type(e).__name__ != "Cast" or dtype_of(e) != "int32":
         return None
     load = e.value
-    if type(load).__name__ not in ("BufferLoad", "TensorLoad") or dtype_of(load) != "int8":
+    dtype = dtype_of(load)
+    if type(load).__name__ not in ("BufferLoad", "TensorLoad") or dtype not in _DOT_SUFFIX:
         return None
     base = _unit_stride_base(load.indices, var)
     if base is None:
         return None
-    return (load.buffer if type(load).__name__ == "BufferLoad" else load.source), base
+    return (load.buffer if type(load).__name__ == "BufferLoad" else load.source), base, dtype
+
+
+_DOT_SUFFIX = {"int8": "s8"}
+"""Dot-product helpers of :data:`C_PRELUDE` by the dtype of the second operand (the first
+is int8): ``tvmq_dot_s8``, ``tvmq_dot2_s8``, ``tvmq_dot4_s8``."""
 
 
 def _dot_pattern(loop):
@@ -339,14 +396,108 @@ def _dot_pattern(loop):
             continue
         if not all(tvm_ffi.structural_equal(x, y) for x, y in zip(acc.indices, body.indices)):
             continue
-        a, b = _int8_load(prod.a, var), _int8_load(prod.b, var)
+        a, b = _small_int_load(prod.a, var), _small_int_load(prod.b, var)
         if a is not None and b is not None:
             return binds, body, a, b
     return None
 
 
+def _linear_in(e, var):
+    """``(rest, c)`` with ``e == rest + c * var`` (``rest`` free of ``var``, ``c`` an
+    int), or None when ``e`` is not of that form (adds, subtractions and products with
+    constants only)."""
+    if not _uses(e, var):
+        return e, 0
+    kind = type(e).__name__
+    if kind == "Var":
+        return tirx.const(0, dtype_of(e)), 1
+    if kind in ("Add", "Sub"):
+        a, b = _linear_in(e.a, var), _linear_in(e.b, var)
+        if a is None or b is None:
+            return None
+        sign = 1 if kind == "Add" else -1
+        rest = a[0] if _is_zero(b[0]) else (a[0] + b[0] if kind == "Add" else a[0] - b[0])
+        return rest, a[1] + sign * b[1]
+    if kind == "Mul":
+        for x, k in ((e.a, e.b), (e.b, e.a)):
+            if type(k).__name__ == "IntImm":
+                inner = _linear_in(x, var)
+                if inner is None:
+                    return None
+                return inner[0] * k, inner[1] * int(k.value)
+    return None
+
+
+def _stores(stmt) -> list:
+    """Buffers a statement stores to (``BufferStore`` anywhere inside)."""
+    out = []
+
+    def walk(s):
+        kind = type(s).__name__
+        if kind == "SeqStmt":
+            for x in s.seq:
+                walk(x)
+        elif kind in ("For",):
+            walk(s.body)
+        elif kind == "IfThenElse":
+            walk(s.then_case)
+            if s.else_case is not None:
+                walk(s.else_case)
+        elif kind == "BufferStore":
+            out.append(s.buffer)
+        elif kind not in ("Bind", "Evaluate"):
+            out.append(None)  # unknown statement: treated as writing anything
+
+    walk(stmt)
+    return out
+
+
+def _multi_dot_pattern(loop):
+    """The parts of a channel-block loop (see ``_Printer._multi_dot``): ``(binds, nest,
+    dot, epilogue)`` with ``nest`` the reduction loops (the last one the dot loop) and
+    ``dot`` what :func:`_dot_pattern` returns for it; or None."""
+    o = loop.loop_var
+    if not (_is_zero(loop.min) and type(loop.extent).__name__ == "IntImm"):
+        return None
+    if int(loop.extent) not in MULTI_DOT:
+        return None
+    seq = list(loop.body.seq) if type(loop.body).__name__ == "SeqStmt" else [loop.body]
+    j = next((i for i, st in enumerate(seq) if type(st).__name__ == "For"), None)
+    for st in seq[: j or 0]:  # loop-invariant binds and buffer views, printed before the block
+        kind = type(st).__name__
+        if not (kind == "DeclBuffer" or (kind == "Bind" and not _uses(st.value, o))):
+            return None
+    if j is None:
+        return None
+    nest = [seq[j]]
+    while (dot := _dot_pattern(nest[-1])) is None:
+        if type(nest[-1].body).__name__ != "For":
+            return None
+        nest.append(nest[-1].body)
+    dbinds, acc, a, b = dot
+    if any(_uses(lp.min, o) or _uses(lp.extent, o) for lp in nest):
+        return None
+    if any(_uses(bd.value, o) for bd in dbinds) or _uses(a[1], o):
+        return None
+    lin_b, lin_acc = _linear_in(b[1], o), _linear_in(acc.indices[0], o)
+    if lin_b is None or lin_acc is None or lin_acc[1] != 1 or lin_b[1] <= 0:
+        return None
+    epilogue = seq[j + 1 :]
+    operands = (a[0], b[0], acc.buffer)
+    for st in epilogue:
+        if type(st).__name__ == "For" or any(
+            w is None or any(w.same_as(x) for x in operands) for w in _stores(st)
+        ):
+            return None
+    return seq[:j], nest, dot, epilogue
+
+
 def _is_zero(e) -> bool:
     return type(e).__name__ == "IntImm" and int(e.value) == 0
+
+
+MULTI_DOT = (2, 4)
+"""Channel-block sizes with a ``tvmq_dot{E}_...`` in :data:`C_PRELUDE`."""
 
 
 def print_function(name: str, func: tirx.PrimFunc) -> CFunction:
@@ -391,6 +542,54 @@ def lower_for_c(mod: tvm.IRModule, scalar: bool = False) -> tvm.IRModule:
         return pipeline(tvm.IRModule(funcs))
 
 
+def _dot_source(n_ch: int, wdtype: str) -> str:
+    """C of ``tvmq_dot{n_ch}_s8``: int8 inputs times int8 weights.
+
+    With the DSP extension every four inputs are one word, sign-extended once into the
+    even and odd int16 pairs (``SXTB16``) and shared by all channels; each channel's
+    weight word is split the same way, so a channel costs one load, two ``SXTB16`` and
+    two ``SMLAD`` per four products."""
+    wt, sfx = ctype(wdtype), _DOT_SUFFIX[wdtype]
+    ch = range(n_ch)
+    one = n_ch == 1
+    name = f"tvmq_dot{'' if one else n_ch}_{sfx}"
+    if one:
+        head = (
+            f"TVMQ_NOVEC static inline int32_t {name}(const int8_t* a, const {wt}* b, "
+            "int32_t n, int32_t acc) {"
+        )
+        init = ["int32_t s0 = acc;", "const " + wt + "* b0 = b;"]
+    else:
+        head = (
+            f"TVMQ_NOVEC static inline void {name}(const int8_t* a, const {wt}* b, int32_t stride, "
+            "int32_t n, int32_t* acc) {"
+        )
+        init = [
+            "int32_t " + ", ".join(f"s{c} = acc[{c}]" for c in ch) + ";",
+            f"const {wt} " + ", ".join(f"*b{c} = b + {c} * stride" for c in ch) + ";",
+        ]
+    body = [head, *("  " + x for x in init), "  int32_t i = 0;"]
+    body += [
+        "#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP",
+        "  for (; i + 4 <= n; i += 4) {",
+        "    uint32_t x;",
+        "    memcpy(&x, a + i, 4);",
+        "    const uint32_t xe = __sxtb16(x), xo = tvmq_sxtb16_ror8(x);",
+    ]
+    for c in ch:
+        body += [
+            f"    uint32_t w{c};",
+            f"    memcpy(&w{c}, b{c} + i, 4);",
+            f"    s{c} = __smlad(xe, __sxtb16(w{c}), s{c});",
+            f"    s{c} = __smlad(xo, tvmq_sxtb16_ror8(w{c}), s{c});",
+        ]
+    body += ["  }", "#endif", "  for (; i < n; ++i) {", "    const int32_t x = a[i];"]
+    body += [f"    s{c} += x * b{c}[i];" for c in ch]
+    body += ["  }"]
+    body += ["  return s0;"] if one else [f"  acc[{c}] = s{c};" for c in ch]
+    return "\n".join([*body, "}", ""])
+
+
 def generate_c(mod: tvm.IRModule, schedule: bool = True) -> list[CFunction]:
     """Plain C for every PrimFunc of ``mod`` (e.g. :meth:`QuantizedModel.fused`), sorted by
     name; with ``schedule`` the integer kernels get the MCU schedule first
@@ -413,19 +612,30 @@ C_PRELUDE = """/* Generated by tvmq: plain C, no TVM runtime. */
 #include <arm_acle.h>
 #endif
 
-/* acc + sum(a[i] * b[i]) over int8: two SMLADs per four pairs where the core has them. */
-static inline int32_t tvmq_dot_s8(const int8_t* a, const int8_t* b, int32_t n, int32_t acc) {
-  int32_t i = 0;
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
-  for (; i + 4 <= n; i += 4) {
-    uint32_t x, y;
-    memcpy(&x, a + i, 4);
-    memcpy(&y, b + i, 4);
-    acc = __smlad(__sxtb16(x), __sxtb16(y), acc);
-    acc = __smlad(__sxtb16((x >> 8) | (x << 24)), __sxtb16((y >> 8) | (y << 24)), acc);
-  }
+/* GCC 12.2's loop vectorizer (x86-64, -O2) miscompiled tvmq_dot4_s8's scalar loop once
+   inlined into a float-epilogue kernel of the KWS model (-O0/-O1, UBSan builds and
+   -fno-tree-loop-vectorize all agree with TVM's LLVM build): off Arm the dot helpers are
+   kept scalar. (Not on Arm: GCC does not inline a function whose optimize attribute
+   differs, which would cost a call per pixel on the MCU.) */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__arm__)
+#define TVMQ_NOVEC __attribute__((optimize("no-tree-loop-vectorize")))
+#else
+#define TVMQ_NOVEC
 #endif
-  for (; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
-  return acc;
+
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+/* bytes 1 and 3 of x sign-extended to two int16 (GCC does not fold the rotate itself) */
+static inline uint32_t tvmq_sxtb16_ror8(uint32_t x) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
 }
+#endif
+
 """
+
+C_PRELUDE += (
+    "\n/* acc + sum(a[i] * b[i]) (tvmq_dot_*), and acc[c] += sum(a[i] * b[c * stride + i])\n"
+    "   for a block of 2 or 4 output channels reading one input row (tvmq_dot2_*, 4_*). */\n"
+)
+C_PRELUDE += "\n".join(_dot_source(n, dt) for dt in _DOT_SUFFIX for n in (1, *MULTI_DOT))

@@ -23,6 +23,7 @@ apply (an unusual fused epilogue, say) is skipped: the kernel stays correct, onl
 from __future__ import annotations
 
 import logging
+import math
 
 import tvm
 from tvm import tirx
@@ -59,13 +60,21 @@ def _schedule_acc(sch: Schedule, acc) -> None:
     spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
     chan = spatial[c_pos]
     others = [lp for i, lp in enumerate(spatial) if i != c_pos]
-    sch.reorder(chan, *others, *[reduce[i] for i in order])
-    inner = others[-1] if others else chan
+    block_o = 1 if depthwise else _channel_block(int(sch.get(chan).extent))
+    if block_o > 1:  # a block of output channels per input pixel (see CHANNEL_BLOCK)
+        chan, o_in = sch.split(chan, factors=[None, block_o])
+        sch.reorder(chan, *others, o_in, *[reduce[i] for i in order])
+        inner = o_in
+    else:
+        sch.reorder(chan, *others, *[reduce[i] for i in order])
+        inner = others[-1] if others else chan
 
     # Producers of the accumulator: the decoded weight per channel, the padded input per
     # channel when the conv is depthwise; the zero-point weight sums beside them.
     for prod in sch.get_producers(acc):
         name = sch.get(prod).name_hint
+        if name == "lut_decode_int" and block_o > 1:
+            _channel_major(sch, prod)
         if name == "lut_decode_int" or (depthwise and name.startswith("pad")):
             _try(sch.compute_at, prod, chan, preserve_unit_loops=True)
         if name == "lut_decode_int":
@@ -82,6 +91,35 @@ def _schedule_acc(sch: Schedule, acc) -> None:
             consumers.extend(sch.get_consumers(blk))
     if reduce:
         _try(sch.decompose_reduction, acc, sch.get_loops(acc)[n_sp])
+    if depthwise and math.prod(int(sch.get(r).extent) for r in reduce) <= UNROLL_DEPTHWISE:
+        for r in reduce:  # a 3x3 window: straight-line multiply-accumulates
+            sch.unroll(r)
+
+
+UNROLL_DEPTHWISE = 25
+"""Depthwise windows of at most this many taps are unrolled (no dot-product loop of 3)."""
+
+CHANNEL_BLOCK = (4, 2)
+"""Output channels computed per input pixel (the first that divides the channel count):
+their weights are decoded together and the inner loops become one multi-channel dot
+product in C (``tvmq_dot4_s8``), which loads and sign-extends each input word once."""
+
+
+def _channel_block(extent: int) -> int:
+    return next((b for b in CHANNEL_BLOCK if extent % b == 0 and extent > b), 1)
+
+
+def _channel_major(sch: Schedule, decode) -> None:
+    """Store the decoded weight output-channel-major, so each channel of a block is one
+    contiguous run in the scratch (what the multi-channel dot product reads)."""
+    o = int(sch.get(decode).annotations.get("tvmq.out_axis", 0))
+    if o == 0:
+        return
+
+    def index_map(*idx):
+        return (idx[o], *idx[:o], *idx[o + 1 :])
+
+    _try(sch.transform_layout, decode, ("write", 0), index_map)
 
 
 def _unroll_codes_of_a_byte(sch: Schedule, decode) -> None:

@@ -54,12 +54,13 @@ def supports_integer(spec: LutWeight) -> bool:
     return spec.group_size is None
 
 
-def decode_int_compute(packed, table, spec: LutWeight):
+def decode_int_compute(packed, table, spec: LutWeight, out_axis: int):
     """TE stage ``lut_decode_int``: the int8 weight ``T[g, code]`` in the kernel's layout.
 
     A separate stage rather than an expression inside the reduction, so a schedule can
     decode each output channel's weights once into scratch (:mod:`tvmq.backend.schedule`)
-    instead of once per multiply-accumulate.
+    instead of once per multiply-accumulate. ``out_axis`` (the weight's output-channel
+    axis) is annotated for the schedule, which may store the scratch channel-major.
     """
     from tvm import te
 
@@ -68,7 +69,7 @@ def decode_int_compute(packed, table, spec: LutWeight):
         spec.shape,
         lambda *i: table[spec.group_of(i), spec.code_expr(packed, i)],
         name="lut_decode_int",
-        attrs={"tvmq.codes_per_byte": per_byte},
+        attrs={"tvmq.codes_per_byte": per_byte, "tvmq.out_axis": out_axis},
     )
 
 
@@ -111,7 +112,8 @@ def _zero_point_term(packed, table, spec: LutWeight, out_axis: int, x_zero: int,
 
 def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
     """float32 ``acc * oscale[o]``, or int8 fixed-point requantize when ``requant`` =
-    ``(bias_q, mult, shift, out_zero, lo, hi)`` (see :mod:`tvmq.kernels.requantize`).
+    ``(offset, mult, shift, out_zero, lo, hi[, high_word])`` (the arrays of
+    :func:`tvmq.kernels.requantize.kernel_requant`).
     ``zp(o)`` is the zero-point term added to the raw accumulator first."""
     from tvm import te
 
@@ -125,10 +127,12 @@ def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
 
     if requant is None:
         return te.compute(a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name=name)
-    bias_q, mult, shift, out_zero, lo, hi = requant
+    offset, mult, shift, out_zero, lo, hi, *high_word = requant
     return te.compute(
         a.shape,
-        lambda *i: requantize_expr(a(*i), i[c_pos], bias_q, mult, shift, out_zero, lo, hi),
+        lambda *i: requantize_expr(
+            a(*i), i[c_pos], offset, mult, shift, out_zero, lo, hi, *high_word
+        ),
         name=name + "_requant",
     )
 
@@ -158,7 +162,7 @@ def lut_matmul_int_compute(
     n_out = spec.shape[0] if transposed else spec.shape[1]
     k_dim = spec.shape[1] if transposed else spec.shape[0]
     k = te.reduce_axis((0, k_dim), name="k")
-    wdec = decode_int_compute(packed, table, spec)
+    wdec = decode_int_compute(packed, table, spec, 0 if transposed else 1)
 
     zp = _zero_point_term(packed, table, spec, 0 if transposed else 1, x_zero, zp_sums)
 
@@ -188,7 +192,7 @@ def lut_conv_int_compute(
         q, spec, strides=strides, padding=padding, dilation=dilation, groups=groups,
         data_layout=data_layout, kernel_layout=kernel_layout, pad_value=x_zero,
     )  # fmt: skip
-    wdec = decode_int_compute(packed, table, spec)
+    wdec = decode_int_compute(packed, table, spec, kernel_layout.index("O"))
     c_pos = data_layout.index("C")
     zp = _zero_point_term(packed, table, spec, kernel_layout.index("O"), x_zero, zp_sums)
 
