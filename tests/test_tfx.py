@@ -69,6 +69,15 @@ def test_algorithm_1():
     assert tfx_select(10.21, 8) == (8, 0)  # activations beyond n: IS = n
 
 
+def test_denormal_weights_keep_sc_in_its_7_bits():
+    """Found by hypothesis: a group whose largest weight is 1e-45 gave SC = -148."""
+    assert tfx_select(1e-45, 2) == (1, -64)
+    x = np.array([1e-45, -1e-45], np.float32)
+    for select in ("algorithm1", "mse"):
+        cb = tvmq.fit(x, "tfx", bits=2, select=select)
+        assert np.all(np.isfinite(cb.decode(cb.encode(x))))
+
+
 def test_tfx_scheme_uses_algorithm_1_or_mse_search():
     w = np.random.default_rng(0).laplace(scale=0.05, size=4096)
     a1 = tvmq.fit(w, "tfx", bits=5)

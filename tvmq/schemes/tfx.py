@@ -101,10 +101,11 @@ def tfx_codebook(*, n: int, IS: int, SC: int) -> Codebook:
 
 
 def tfx_select(amax: float, n: int) -> tuple[int, int]:
-    """Algorithm 1 of TENT: ``(IS, SC)`` for a layer whose largest magnitude is ``amax``."""
+    """Algorithm 1 of TENT: ``(IS, SC)`` for a layer whose largest magnitude is ``amax``.
+    ``SC`` is stored in 7 bits: below 2**-64 (denormal-sized weights) it stays at -64."""
     IS = math.floor(amax) + 1 if math.floor(amax) + 1 <= n else n
     SC = math.floor(math.log2(amax)) + 1 if 0 < amax < 0.5 else 0
-    return IS, SC
+    return IS, max(SC, -64)
 
 
 @register_scheme("tfx")
@@ -137,7 +138,7 @@ class TFXConfig(SchemeConfig):
                 for i in range(1, self.bits + 1)
                 for s in range(e - math.ceil(math.log2(i)) - 2, e + 3)
                 if abs(s) <= 64
-            ]
+            ] or [(IS, SC)]  # amax below 2**-64: only Algorithm 1's clamped choice
             IS, SC = min(
                 cands, key=lambda c: nearest_mse(x, tfx_levels(n=self.bits, IS=c[0], SC=c[1]), w)
             )
