@@ -33,6 +33,7 @@ from tvmq.kernels import (
     int_level_table,
     kernel_requant,
     lut_conv_compute,
+    lut_conv_int_avgpool_compute,
     lut_conv_int_compute,
     lut_matmul_compute,
     lut_matmul_int_compute,
@@ -67,7 +68,10 @@ def _requant_chains(func: relax.Function) -> tuple[dict, set]:
     A chain is ``layer -> [add(., const)] -> [relu | clip(., 0, 6)] -> [max_pool2d] ->
     quant.quantize`` where every intermediate value has a single use. A max-pool moves
     after the requantize: quantize is monotone, so pooling int8 codes gives exactly the
-    codes of the pooled floats (and the fp32 tensor before the pool disappears).
+    codes of the pooled floats (and the fp32 tensor before the pool disappears). A global
+    ``avg_pool2d`` (optionally followed by a reshape) ends a conv chain too: that kernel
+    keeps the float epilogue and pools inside (:func:`lut_conv_int_avgpool_compute`).
+    The pool entry of a chain is ``(pool call, reshape call or None)``.
     """
     bound, uses = {}, {}
 
@@ -90,11 +94,21 @@ def _requant_chains(func: relax.Function) -> tuple[dict, set]:
             continue
         var, act, bias, pool, chain = value.args[0], None, None, None, []
         src = bound.get(var)
-        if _op_name(src) == "relax.nn.max_pool2d" and isinstance(src.args[0], relax.Var):
-            pool = src
+        reshape = None
+        if _op_name(src) == "relax.reshape" and _is_global_avg_pool(bound.get(src.args[0])):
+            reshape = src
             chain.append(var)
             var = src.args[0]
             src = bound.get(var)
+        if _op_name(src) == "relax.nn.max_pool2d" or _is_global_avg_pool(src):
+            if not isinstance(src.args[0], relax.Var):
+                continue
+            pool = (src, reshape)
+            chain.append(var)
+            var = src.args[0]
+            src = bound.get(var)
+        elif reshape is not None:
+            continue
         if _op_name(src) == "relax.nn.relu" or _is_relu6(src):
             act = "relu" if _op_name(src) == "relax.nn.relu" else "relu6"
             chain.append(var)
@@ -107,12 +121,33 @@ def _requant_chains(func: relax.Function) -> tuple[dict, set]:
                 bias = const.value.numpy()
                 chain.append(var)
                 var, src = other, bound.get(other)
+        avg = pool is not None and _op_name(pool[0]) == "relax.nn.avg_pool2d"
+        if avg and (
+            _op_name(src) != "relax.nn.conv2d" or src.attrs.data_layout != pool[0].attrs.layout
+        ):
+            continue
         if _op_name(src) in _LAYERS and isinstance(var, relax.Var):
             chain.append(var)
             if all(uses.get(v, 0) == 1 for v in chain):
                 chains[value] = (src, bias, act, pool)
                 absorbed.update(chain)
     return chains, absorbed
+
+
+def _is_global_avg_pool(call) -> bool:
+    """An ``avg_pool2d`` over the whole feature map, without padding."""
+    if _op_name(call) != "relax.nn.avg_pool2d":
+        return False
+    a = call.attrs
+    shape = [int(n) for n in call.args[0].ty.shape]
+    spatial = [shape[a.layout.index(c)] for c in "HW"] if set("HW") <= set(a.layout) else None
+    return (
+        spatial is not None
+        and [int(k) for k in a.pool_size] == spatial
+        and not any(int(p) for p in a.padding)
+        and not a.ceil_mode
+        and str(a.out_layout) in ("", str(a.layout))
+    )
 
 
 def _is_relu6(call) -> bool:
@@ -216,11 +251,43 @@ class _Legalizer(PyExprMutator):
     def _requantized(self, quant, layer, bias, act, pool=None):
         """The integer-only kernel call replacing ``quant([pool](act(layer + bias)))``, or
         None (then the chain keeps its float epilogue)."""
+        if pool is not None and _op_name(pool[0]) == "relax.nn.avg_pool2d":
+            return self._avg_pooled(quant, layer, bias, act, *pool)
         call = self._requant_kernel(quant, layer, bias, act)
         if call is None or pool is None:
             return call
         codes = self.builder_.emit(call)
-        return relax.Call(pool.op, [codes], pool.attrs)
+        return relax.Call(pool[0].op, [codes], pool[0].attrs)
+
+    def _avg_pooled(self, quant, layer, bias, act, pool, reshape):
+        """``quant([reshape](global_avg_pool(act(conv + bias))))`` as one integer conv
+        kernel with the float epilogue and the pool inside (None: not an integer conv)."""
+        new_layer = relax.Call(layer.op, [self.visit_expr(a) for a in layer.args], layer.attrs)
+        parts = self._layer_parts(new_layer)
+        if parts is None or parts[4] is None:
+            return None
+        x, decode, spec, transposed, kw, out_ch = parts
+        integer = self._integer_args(x, decode, spec)
+        if integer is None:
+            return None
+        q, table, w_scale, x_scale, x_zero = integer
+        oscale = relax.const(out_scales(spec, w_scale, x_scale, out_ch), "float32")
+        zps = _zp_sums(decode, table, spec, transposed, kw, x_zero)
+        b = np.zeros(out_ch, np.float32) if bias is None else bias.reshape(-1)
+        if b.size != out_ch:
+            return None
+        s_out, z_out, bits = act_params(quant)
+        codes = self.builder_.call_te(
+            lambda a, p, t, o, z, bb: lut_conv_int_avgpool_compute(
+                a, p, t, o, bb, spec, x_zero=x_zero, zp_sums=z, act=act, out_scale=s_out,
+                out_zero=z_out, bits=bits, **kw,
+            ),
+            q, decode.args[0], table, oscale, zps, relax.const(b.astype(np.float32), "float32"),
+            primfunc_name_hint="lut_conv_int_avgpool",
+        )  # fmt: skip
+        if reshape is None:
+            return codes
+        return relax.Call(reshape.op, [self.builder_.emit(codes), reshape.args[1]])
 
     def _requant_kernel(self, quant, layer, bias, act):
         new_layer = relax.Call(layer.op, [self.visit_expr(a) for a in layer.args], layer.attrs)

@@ -40,7 +40,8 @@ def test_device_outputs_are_bit_identical_to_host(tmp_path, w4a8_fixed, board_na
     res = run_on_device(aot, INPUTS, tmp_path / "dev", board_name)
     np.testing.assert_array_equal(res.outputs.view(np.uint32), expected.view(np.uint32))
     np.testing.assert_allclose(res.outputs[0], qm.build().run(INPUTS[0]), rtol=1e-6, atol=1e-7)
-    assert all(2e5 < n < 1e7 for n in res.instructions), res.instructions
+    # plausible, not a speed goal (those are in make bench): 0.19 M on the M55 now
+    assert all(5e4 < n < 1e7 for n in res.instructions), res.instructions
     assert res.ram_bytes >= aot.arena_bytes and res.flash_bytes >= aot.const_bytes
     # tensors live in the static arena: the stack holds only call frames (measured: 304 B)
     assert 64 < res.stack_bytes < 2048

@@ -156,3 +156,31 @@ def test_nhwc_conversion_keeps_results_and_feeds_dot_products(tmp_path):
     np.testing.assert_allclose(HostModel(aot, tmp_path).run(x), b, rtol=1e-6, atol=1e-7)
     with pytest.raises(tvmq.TvmqError, match="layout must be one of"):
         tvmq.quantize(onnx_model(), "w4-kmeans", layout="NCWH")
+
+
+def test_global_average_pool_fuses_into_the_last_conv(kws_w4a8, mlperf_model, monkeypatch):
+    """Before: KWS's last pointwise conv keeps a float epilogue and writes a 25x5x64 fp32
+    map (32 KB) that avg_pool2d reads. Expected: one ``lut_conv_int_avgpool`` kernel that
+    sums each channel block's pixels as they are computed, its outputs equal to the
+    unfused graph's bit for bit, and an arena of two int8 feature maps."""
+    import relay_passes.legalize_lut as legalize
+
+    fused = kws_w4a8.fused()
+    names = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tirx.PrimFunc)]
+    assert any(n.startswith("lut_conv_int_avgpool") for n in names), names
+    assert not any("avg_pool" in n and "lut" not in n for n in names), names
+    aot = generate_aot(fused)
+    assert aot.arena_bytes <= 2 * 25 * 5 * 64 + 1024  # was 40,000 B with the fp32 map
+    rng = np.random.default_rng(0)
+    calib = [rng.uniform(-50, 50, (1, 49, 10, 1)).astype(np.float32) for _ in range(4)]
+    monkeypatch.setattr(legalize, "_is_global_avg_pool", lambda call: False)
+    unfused = tvmq.quantize(
+        mlperf_model("kws_dscnn_float32.tflite"), fixed("w4-kmeans-a8"), calib=calib
+    )
+    assert not any(
+        gv.name_hint.startswith("lut_conv_int_avgpool")
+        for gv, _ in unfused.fused().functions_items()
+    )
+    a, b = kws_w4a8.build(), unfused.build()
+    for x in rng.uniform(-50, 50, (3, 1, 49, 10, 1)).astype(np.float32):
+        np.testing.assert_array_equal(a.run(x).view(np.uint32), b.run(x).view(np.uint32))

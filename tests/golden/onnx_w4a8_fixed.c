@@ -2,7 +2,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#if defined(__ARM_FEATURE_DSP) || defined(__ARM_FEATURE_SAT)
 #include <arm_acle.h>
 #endif
 
@@ -16,6 +16,16 @@
 #else
 #define TVMQ_NOVEC
 #endif
+
+/* x saturated to [-128, 127] (SSAT on Arm); max of two int32 */
+static inline int32_t tvmq_sat_s8(int32_t x) {
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+  return __ssat(x, 8);
+#else
+  return x < -128 ? -128 : (x > 127 ? 127 : x);
+#endif
+}
+static inline int32_t tvmq_max_i32(int32_t a, int32_t b) { return a > b ? a : b; }
 
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 /* bytes 1 and 3 of x sign-extended to two int16 (GCC does not fold the rotate itself) */
@@ -131,7 +141,7 @@ static void quantize(const float* restrict x, int8_t* restrict quantize) {
     for (int32_t i2 = 0; i2 < 12; ++i2) {
       for (int32_t i3 = 0; i3 < 12; ++i3) {
         const int32_t cse_v1 = (((i1 * 144) + (i2 * 12)) + i3);
-        quantize[cse_v1] = ((int8_t)((((((((int32_t)(floorf(((x[cse_v1] * 36.967010498046875f) + 0.5f)))) - 7)) < (127) ? ((((int32_t)(floorf(((x[cse_v1] * 36.967010498046875f) + 0.5f)))) - 7)) : (127))) > (-128) ? ((((((int32_t)(floorf(((x[cse_v1] * 36.967010498046875f) + 0.5f)))) - 7)) < (127) ? ((((int32_t)(floorf(((x[cse_v1] * 36.967010498046875f) + 0.5f)))) - 7)) : (127))) : (-128))));
+        quantize[cse_v1] = ((int8_t)(tvmq_sat_s8((((int32_t)(floorf(((x[cse_v1] * 36.967010498046875f) + 0.5f)))) - 7))));
       }
     }
   }
@@ -163,7 +173,7 @@ static void lut_conv_int_requant(const int8_t* restrict lv1, const uint8_t* rest
         }
         for (int32_t i1_1 = 0; i1_1 < 4; ++i1_1) {
           const int32_t cse_v1 = ((i1_0 * 4) + i1_1);
-          lut_conv_int_requant[((((i1_0 * 400) + (i1_1 * 100)) + (i2 * 10)) + i3)] = ((int8_t)(((((((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) < (127) ? (((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) : (127))) > (-128) ? (((((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) < (127) ? (((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128)) : (127))) : (-128))));
+          lut_conv_int_requant[((((i1_0 * 400) + (i1_1 * 100)) + (i2 * 10)) + i3)] = ((int8_t)(tvmq_sat_s8(((((int32_t)((((((int64_t)(lut_conv_acc[i1_1])) * ((int64_t)(E[cse_v1]))) + D[cse_v1]) >> (int64_t)32LL))) >> F[cse_v1]) - 128))));
         }
       }
     }
@@ -209,7 +219,7 @@ static void fused_reshape_quantize1(const float* restrict lv5, int8_t* restrict 
     T_reshape_intermediate[ax1] = lv5[ax1];
   }
   for (int32_t i1 = 0; i1 < 512; ++i1) {
-    quantize_intermediate[i1] = ((int8_t)((((((((int32_t)(floorf(((T_reshape_intermediate[i1] * 109.99076080322266f) + 0.5f)))) - 128)) < (127) ? ((((int32_t)(floorf(((T_reshape_intermediate[i1] * 109.99076080322266f) + 0.5f)))) - 128)) : (127))) > (-128) ? ((((((int32_t)(floorf(((T_reshape_intermediate[i1] * 109.99076080322266f) + 0.5f)))) - 128)) < (127) ? ((((int32_t)(floorf(((T_reshape_intermediate[i1] * 109.99076080322266f) + 0.5f)))) - 128)) : (127))) : (-128))));
+    quantize_intermediate[i1] = ((int8_t)(tvmq_sat_s8((((int32_t)(floorf(((T_reshape_intermediate[i1] * 109.99076080322266f) + 0.5f)))) - 128))));
   }
 }
 

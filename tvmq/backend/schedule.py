@@ -68,6 +68,10 @@ def _schedule_acc(sch: Schedule, acc) -> None:
     else:
         sch.reorder(chan, *others, *[reduce[i] for i in order])
         inner = others[-1] if others else chan
+    if not depthwise and len(reduce) >= 2 and order[-1] == 0 and order[-2] == len(reduce) - 1:
+        # channels-last: the last kernel column and the input channels are one contiguous
+        # run of the input row (and of the weights), so one dot product covers both
+        _try(sch.fuse, reduce[order[-2]], reduce[0])
 
     # Producers of the accumulator: the decoded weight per channel, the padded input per
     # channel when the conv is depthwise; the zero-point weight sums beside them.
@@ -83,12 +87,15 @@ def _schedule_acc(sch: Schedule, acc) -> None:
         if sch.get(blk).name_hint == "lut_wsum":
             _try(sch.compute_at, blk, chan, preserve_unit_loops=True)
 
-    # Epilogue blocks (everything after the accumulator) move under the pixel loop.
-    consumers = list(sch.get_consumers(acc))
+    # Epilogue blocks (everything after the accumulator) move under the pixel loop. A
+    # reduction over the pixels there (a fused average pool) accumulates pixel by pixel;
+    # what follows it runs once per channel block, after the pixel loops.
+    consumers = [(blk, inner) for blk in sch.get_consumers(acc)]
     while consumers:
-        blk = consumers.pop(0)
-        if _try(sch.reverse_compute_at, blk, inner, preserve_unit_loops=True):
-            consumers.extend(sch.get_consumers(blk))
+        blk, at = consumers.pop(0)
+        if _try(sch.reverse_compute_at, blk, at, preserve_unit_loops=True):
+            reduces = any(int(iv.iter_type) != 0 for iv in sch.get(blk).iter_vars)
+            consumers += [(c, chan if reduces else at) for c in sch.get_consumers(blk)]
     if reduce:
         _try(sch.decompose_reduction, acc, sch.get_loops(acc)[n_sp])
     if depthwise and math.prod(int(sch.get(r).extent) for r in reduce) <= UNROLL_DEPTHWISE:

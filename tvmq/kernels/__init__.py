@@ -19,6 +19,7 @@ from .decode import LutWeight, lut_decode_compute, lut_decode_reference
 from .integer import (
     ZP_FOLDED,
     int_level_table,
+    lut_conv_int_avgpool_compute,
     lut_conv_int_compute,
     lut_int_reference,
     lut_matmul_int_compute,
@@ -38,6 +39,7 @@ __all__ = [
     "int_level_table",
     "kernel_requant",
     "lut_conv_compute",
+    "lut_conv_int_avgpool_compute",
     "lut_conv_int_compute",
     "lut_conv_reference",
     "lut_decode_compute",

@@ -210,6 +210,51 @@ def lut_conv_int_compute(
     return _epilogue(a, oscale, requant, c_pos, "lut_conv_int", zp)
 
 
+def lut_conv_int_avgpool_compute(
+    q, packed, table, oscale, bias, spec: LutWeight, *, x_zero: int, zp_sums, act,
+    out_scale: float, out_zero: int, bits: int, **conv,
+):  # fmt: skip
+    """TE: ``quantize(global_avg_pool(act(conv(q) * oscale + bias)))``, one kernel.
+
+    The float stages are the ones the unfused graph runs (same operations, same order:
+    the pool sums pixels row-major and divides by their count, as TVM's ``avg_pool2d``
+    does), so the int8 codes equal it bit for bit; but the fp32 feature map is never
+    stored: the MCU schedule sums each channel block's pixels as they are computed.
+    ``act`` is None, ``"relu"`` or ``"relu6"``; ``bias`` is a float32 TE tensor (one value
+    per output channel)."""
+    import tvm
+    from tvm import te
+
+    from .activation import quantize_compute
+
+    y = lut_conv_int_compute(q, packed, table, oscale, spec, x_zero=x_zero, zp_sums=zp_sums, **conv)
+    layout = conv["data_layout"]
+    c_pos = layout.index("C")
+    v = te.compute(y.shape, lambda *i: y(*i) + bias[i[c_pos]], name="bias_add")
+    if act is not None:
+        zero = tvm.tirx.const(0.0, "float32")
+        six = tvm.tirx.const(6.0, "float32")
+        pre = v
+        if act == "relu":
+            v = te.compute(pre.shape, lambda *i: tvm.tirx.max(pre(*i), zero), name="relu")
+        else:
+            v = te.compute(
+                pre.shape, lambda *i: tvm.tirx.max(tvm.tirx.min(pre(*i), six), zero), name="clip"
+            )
+    spatial = [d for d, letter in enumerate(layout) if letter not in "NC"]
+    red = {d: te.reduce_axis((0, int(y.shape[d])), name=f"rp{d}") for d in spatial}
+    pshape = [1 if d in red else int(n) for d, n in enumerate(y.shape)]
+    count = tvm.tirx.const(float(np.prod([int(y.shape[d]) for d in spatial])), "float32")
+
+    def pool(*i):
+        idx = tuple(red[d] if d in red else i[d] for d in range(len(pshape)))
+        return te.sum(v[idx], axis=list(red.values()))
+
+    total = te.compute(pshape, pool, name="pool_sum")
+    avg = te.compute(pshape, lambda *i: total(*i) / count, name="pool_avg")
+    return quantize_compute(avg, out_scale, out_zero, bits)
+
+
 def lut_int_reference(
     q: np.ndarray, weight_table: np.ndarray, oscale: np.ndarray, *, x_zero: int, conv=None,
     transposed: bool = False, channel_axis: int = -1,
