@@ -262,15 +262,10 @@ class _Legalizer(PyExprMutator):
     def _avg_pooled(self, quant, layer, bias, act, pool, reshape):
         """``quant([reshape](global_avg_pool(act(conv + bias))))`` as one integer conv
         kernel with the float epilogue and the pool inside (None: not an integer conv)."""
-        new_layer = relax.Call(layer.op, [self.visit_expr(a) for a in layer.args], layer.attrs)
-        parts = self._layer_parts(new_layer)
-        if parts is None or parts[4] is None:
+        found = self._integer_layer(layer)
+        if found is None or found[0][4] is None:
             return None
-        x, decode, spec, transposed, kw, out_ch = parts
-        integer = self._integer_args(x, decode, spec)
-        if integer is None:
-            return None
-        q, table, w_scale, x_scale, x_zero = integer
+        (_, decode, spec, transposed, kw, out_ch), (q, table, w_scale, x_scale, x_zero) = found
         oscale = relax.const(out_scales(spec, w_scale, x_scale, out_ch), "float32")
         zps = _zp_sums(decode, table, spec, transposed, kw, x_zero)
         b = np.zeros(out_ch, np.float32) if bias is None else bias.reshape(-1)
@@ -289,16 +284,21 @@ class _Legalizer(PyExprMutator):
             return codes
         return relax.Call(reshape.op, [self.builder_.emit(codes), reshape.args[1]])
 
-    def _requant_kernel(self, quant, layer, bias, act):
+    def _integer_layer(self, layer):
+        """``(layer parts, integer args)`` (see ``_layer_parts``, ``_integer_args``) of a
+        chain's conv / matmul, its arguments visited; None when no integer kernel applies."""
         new_layer = relax.Call(layer.op, [self.visit_expr(a) for a in layer.args], layer.attrs)
         parts = self._layer_parts(new_layer)
         if parts is None:
             return None
-        x, decode, spec, transposed, kw, out_ch = parts
-        integer = self._integer_args(x, decode, spec)
-        if integer is None:
+        integer = self._integer_args(*parts[:3])
+        return None if integer is None else (parts, integer)
+
+    def _requant_kernel(self, quant, layer, bias, act):
+        found = self._integer_layer(layer)
+        if found is None:
             return None
-        q, table, w_scale, x_scale, x_zero = integer
+        (_, decode, spec, transposed, kw, out_ch), (q, table, w_scale, x_scale, x_zero) = found
         w_scale = w_scale if spec.axis is not None else np.full(out_ch, w_scale[0], np.float32)
         acc_scale = np.float64(x_scale) * w_scale.astype(np.float64)
         out_ndim = len(layer.ty.shape)
