@@ -61,9 +61,9 @@ def _op_name(call) -> str:
     return call.op.name if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) else ""
 
 
-def _requant_chains(func: relax.Function) -> tuple[dict, set]:
-    """``{quantize call: (layer call, bias array or None, act, max-pool call or None)}``
-    and the vars they absorb.
+def _requant_chains(func: relax.Function) -> tuple[dict, dict]:
+    """``{quantize call: (layer call, bias array or None, act, pool or None)}`` and
+    ``{absorbed var: its chain's quantize call}``.
 
     A chain is ``layer -> [add(., const)] -> [relu | clip(., 0, 6)] -> [max_pool2d] ->
     quant.quantize`` where every intermediate value has a single use. A max-pool moves
@@ -88,7 +88,7 @@ def _requant_chains(func: relax.Function) -> tuple[dict, set]:
             uses[var] = uses.get(var, 0) + 1
 
     _Scan().visit_expr(func)
-    chains, absorbed = {}, set()
+    chains, absorbed = {}, {}
     for value in bound.values():
         if not is_op(value, QUANTIZE_OP):
             continue
@@ -130,7 +130,7 @@ def _requant_chains(func: relax.Function) -> tuple[dict, set]:
             chain.append(var)
             if all(uses.get(v, 0) == 1 for v in chain):
                 chains[value] = (src, bias, act, pool)
-                absorbed.update(chain)
+                absorbed.update(dict.fromkeys(chain, value))
     return chains, absorbed
 
 
@@ -163,16 +163,23 @@ class _Legalizer(PyExprMutator):
         super().__init__(mod)
         self.fixed = fixed
         self.chains: dict = {}
-        self.absorbed: set = set()
+        self.absorbed: dict = {}
+        self.held: dict = {}  # chain's quantize call -> its absorbed bindings, in order
 
     def visit_var_binding_(self, binding):
         if binding.var in self.absorbed:
-            return  # folded into the requantizing kernel emitted at the quantize binding
+            # folded into the kernel emitted at the chain's quantize binding, or emitted
+            # there as they are when no integer kernel applies (e.g. a skipped layer)
+            self.held.setdefault(self.absorbed[binding.var], []).append(binding)
+            return
         chain = self.chains.get(binding.value)
         if chain is not None:
+            held = self.held.pop(binding.value, [])
             fused = self._requantized(binding.value, *chain)
             if fused is not None:
                 return super().visit_var_binding_(relax.VarBinding(binding.var, fused))
+            for b in held:
+                super().visit_var_binding_(b)
         return super().visit_var_binding_(binding)
 
     def _decode_of(self, expr):

@@ -153,6 +153,20 @@ def test_fixed_point_end_to_end():
     assert tvmq.sqnr_db(ref, lut) >= 18.0  # measured 24.9 dB, as the float epilogue
 
 
+def test_fixed_point_with_a_float_first_layer():
+    """A skipped (float) layer still matches the requantize chain pattern; its bindings
+    must be emitted as they are (this crashed with 'Var ... is not defined')."""
+    import dataclasses
+
+    cfg = dataclasses.replace(fixed("w4-kmeans-a8"), skip=("first",))
+    qm = tvmq.quantize(onnx_model(), cfg, calib=calib_batches())
+    assert "lut_" in qm.legalized().script(show_meta=False)  # the other layers
+    x = np.random.default_rng(6).standard_normal((3, 1, 3, 12, 12)).astype(np.float32)
+    lut = np.concatenate([qm.build().run(v) for v in x])
+    sim = np.concatenate([qm.simulate(v) for v in x])
+    assert np.abs(lut - sim).max() <= 1e-2 * np.abs(sim).max()
+
+
 def maxpool_model():
     """conv -> bias -> relu -> max_pool2d -> conv (the pattern of the TENT ConvNet)."""
     w1 = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
