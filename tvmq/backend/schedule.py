@@ -6,14 +6,19 @@ packed codes are decoded again for every multiply-accumulate. For an MCU this co
 RAM and instructions. :func:`schedule_mcu` rewrites every kernel that carries the
 annotations of :mod:`tvmq.kernels.integer` (block ``*_acc``) as
 
-    for o in output channels:              # channel loop first
-        w[:] = decode(codes of channel o)   # lut_decode_int: once per channel, scratch
-        wsum = sum(w)                       # lut_wsum (when the input zero point != 0)
-        [pad the channel's input]           # depthwise only
+    for ob in blocks of 4 (or 2) output channels:  # depthwise: one channel at a time
+        w[:, :] = decode(codes of block ob)  # lut_decode_int: once, channel-major scratch
+        wsum = sum(w)                        # lut_wsum (when the input zero point != 0)
+        [pad the channel's input]            # depthwise only
         for each output pixel:
-            acc = 0                         # a scalar: compacted to one element
-            for reduction (contiguous innermost): acc += x * w
-            y = epilogue(acc - z * wsum)    # requantize / float scale, bias, ReLU, ...
+            acc[:] = 0                       # one sum per channel of the block
+            for reduction (contiguous innermost; channels-last: kernel column x input
+                           channels fused): acc[o] += x * w[o]   # -> tvmq_dot4_s8 in C
+            for o in block: y = epilogue(acc[o] - z * wsum[o])   # requantize, bias, ReLU
+            [pool_sum += y]                  # a fused average pool, then once per block
+
+Depthwise windows of up to :data:`UNROLL_DEPTHWISE` taps are unrolled. The C printer
+turns the block's dot products into one call (``tvmq.backend.c_codegen``).
 
 Every transform is a TVM schedule primitive, so the result is checked by TVM's own
 dependence analysis, and the C printer needs nothing special. A primitive that does not
