@@ -222,24 +222,16 @@ class _Printer:
         found = _multi_dot_pattern(loop)
         if found is None:
             return False
-        binds, nest, (dbinds, acc, (a_buf, a_base, _), (b_buf, b_base, b_dtype)), epilogue = found
-        o, n_ch = loop.loop_var, int(loop.extent)
-        b0, stride = _linear_in(b_base, o)
-        i0, _ = _linear_in(acc.indices[0], o)
+        binds, nest, (dbinds, acc, (a_buf, a_base), (b_buf, _)), epilogue, (b0, stride, i0) = found
         for bind in binds:
             self.stmt(bind, depth)
         for lp in nest[:-1]:
-            v = self.name(lp.loop_var)
-            lo, ext = self.expr(lp.min), self.expr(lp.extent)
-            end = ext if lo == "0" else f"{lo} + {ext}"
-            self.emit(
-                f"for ({ctype(dtype_of(lp.loop_var))} {v} = {lo}; {v} < {end}; ++{v}) {{", depth
-            )
+            self._for_header(lp, depth)
             depth += 1
         for bind in dbinds:
             self.stmt(bind, depth)
         self.emit(
-            f"tvmq_dot{n_ch}_{_DOT_SUFFIX[b_dtype]}(&{self.buf(a_buf)}[{self.expr(a_base)}], "
+            f"tvmq_dot{int(loop.extent)}_s8(&{self.buf(a_buf)}[{self.expr(a_base)}], "
             f"&{self.buf(b_buf)}[{self.expr(b0)}], {stride}, {self.expr(nest[-1].extent)}, "
             f"&{self.buf(acc.buffer)}[{self.expr(i0)}]);",
             depth,
@@ -247,12 +239,19 @@ class _Printer:
         for _ in nest[:-1]:
             depth -= 1
             self.emit("}", depth)
-        v = self.name(o)
-        self.emit(f"for ({ctype(dtype_of(o))} {v} = 0; {v} < {n_ch}; ++{v}) {{", depth)
+        self._for_header(loop, depth)
         for st in epilogue:
             self.stmt(st, depth + 1)
         self.emit("}", depth)
         return True
+
+    def _for_header(self, loop, depth: int) -> None:
+        v = self.name(loop.loop_var)
+        lo, ext = self.expr(loop.min), self.expr(loop.extent)
+        end = ext if lo == "0" else f"{lo} + {ext}"
+        self.emit(
+            f"for ({ctype(dtype_of(loop.loop_var))} {v} = {lo}; {v} < {end}; ++{v}) {{", depth
+        )
 
     def emit(self, text: str, depth: int) -> None:
         self.lines.append("  " * depth + text)
@@ -272,16 +271,12 @@ class _Printer:
                     self.stmt(bind, depth)
                 store = f"{self.buf(acc.buffer)}[{self.index(acc.indices)}]"
                 self.emit(
-                    f"{store} = tvmq_dot_{_DOT_SUFFIX[b[2]]}(&{self.buf(a[0])}[{self.expr(a[1])}], "
+                    f"{store} = tvmq_dot_s8(&{self.buf(a[0])}[{self.expr(a[1])}], "
                     f"&{self.buf(b[0])}[{self.expr(b[1])}], {self.expr(s.extent)}, {store});",
                     depth,
                 )
                 return
-            v = self.name(s.loop_var)
-            t = ctype(dtype_of(s.loop_var))
-            lo, ext = self.expr(s.min), self.expr(s.extent)
-            end = ext if lo == "0" else f"{lo} + {ext}"
-            self.emit(f"for ({t} {v} = {lo}; {v} < {end}; ++{v}) {{", depth)
+            self._for_header(s, depth)
             self.stmt(s.body, depth + 1)
             self.emit("}", depth)
         elif kind == "Bind":
@@ -350,24 +345,17 @@ def _unit_stride_base(indices, var):
     return None
 
 
-def _small_int_load(e, var):
-    """``(buffer, base, dtype)`` for ``int32(x[base + var])`` with ``x`` of a dtype in
-    :data:`_DOT_SUFFIX`, else None."""
+def _int8_load(e, var):
+    """``(buffer, base)`` for ``int32(x[base + var])`` with int8 ``x``, else None."""
     if type(e).__name__ != "Cast" or dtype_of(e) != "int32":
         return None
     load = e.value
-    dtype = dtype_of(load)
-    if type(load).__name__ not in ("BufferLoad", "TensorLoad") or dtype not in _DOT_SUFFIX:
+    if type(load).__name__ not in ("BufferLoad", "TensorLoad") or dtype_of(load) != "int8":
         return None
     base = _unit_stride_base(load.indices, var)
     if base is None:
         return None
-    return (load.buffer if type(load).__name__ == "BufferLoad" else load.source), base, dtype
-
-
-_DOT_SUFFIX = {"int8": "s8"}
-"""Dot-product helpers of :data:`C_PRELUDE` by the dtype of the second operand (the first
-is int8): ``tvmq_dot_s8``, ``tvmq_dot2_s8``, ``tvmq_dot4_s8``."""
+    return (load.buffer if type(load).__name__ == "BufferLoad" else load.source), base
 
 
 def _dot_pattern(loop):
@@ -401,7 +389,7 @@ def _dot_pattern(loop):
             continue
         if not all(tvm_ffi.structural_equal(x, y) for x, y in zip(acc.indices, body.indices)):
             continue
-        a, b = _small_int_load(prod.a, var), _small_int_load(prod.b, var)
+        a, b = _int8_load(prod.a, var), _int8_load(prod.b, var)
         if a is not None and b is not None:
             return binds, body, a, b
     return None
@@ -473,8 +461,9 @@ def _stores(stmt) -> list:
 
 def _multi_dot_pattern(loop):
     """The parts of a channel-block loop (see ``_Printer._multi_dot``): ``(binds, nest,
-    dot, epilogue)`` with ``nest`` the reduction loops (the last one the dot loop) and
-    ``dot`` what :func:`_dot_pattern` returns for it; or None."""
+    dot, epilogue, (b0, stride, i0))`` with ``nest`` the reduction loops (the last one the
+    dot loop), ``dot`` what :func:`_dot_pattern` returns for it, and the weight operand
+    ``b0 + o * stride``, the accumulator ``i0 + o``; or None."""
     o = loop.loop_var
     if not (_is_zero(loop.min) and type(loop.extent).__name__ == "IntImm"):
         return None
@@ -508,7 +497,7 @@ def _multi_dot_pattern(loop):
             w is None or any(w.same_as(x) for x in operands) for w in _stores(st)
         ):
             return None
-    return seq[:j], nest, dot, epilogue
+    return seq[:j], nest, dot, epilogue, (lin_b[0], lin_b[1], lin_acc[0])
 
 
 def _is_zero(e) -> bool:
@@ -561,17 +550,17 @@ def lower_for_c(mod: tvm.IRModule, scalar: bool = False) -> tvm.IRModule:
         return pipeline(tvm.IRModule(funcs))
 
 
-def _dot_source(n_ch: int, wdtype: str) -> str:
-    """C of ``tvmq_dot{n_ch}_s8``: int8 inputs times int8 weights.
+def _dot_source(n_ch: int) -> str:
+    """C of ``tvmq_dot_s8`` (``n_ch`` 1) or ``tvmq_dot{n_ch}_s8``: int8 times int8.
 
     With the DSP extension every four inputs are one word, sign-extended once into the
     even and odd int16 pairs (``SXTB16``) and shared by all channels; each channel's
     weight word is split the same way, so a channel costs one load, two ``SXTB16`` and
     two ``SMLAD`` per four products."""
-    wt, sfx = ctype(wdtype), _DOT_SUFFIX[wdtype]
+    wt = "int8_t"
     ch = range(n_ch)
     one = n_ch == 1
-    name = f"tvmq_dot{'' if one else n_ch}_{sfx}"
+    name = f"tvmq_dot{'' if one else n_ch}_s8"
     if one:
         head = (
             f"TVMQ_NOVEC static inline int32_t {name}(const int8_t* a, const {wt}* b, "
@@ -667,4 +656,4 @@ C_PRELUDE += (
     "\n/* acc + sum(a[i] * b[i]) (tvmq_dot_*), and acc[c] += sum(a[i] * b[c * stride + i])\n"
     "   for a block of 2 or 4 output channels reading one input row (tvmq_dot2_*, 4_*). */\n"
 )
-C_PRELUDE += "\n".join(_dot_source(n, dt) for dt in _DOT_SUFFIX for n in (1, *MULTI_DOT))
+C_PRELUDE += "\n".join(_dot_source(n) for n in (1, *MULTI_DOT))
