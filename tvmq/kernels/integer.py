@@ -112,7 +112,7 @@ def _zero_point_term(packed, table, spec: LutWeight, out_axis: int, x_zero: int,
 
 def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
     """float32 ``acc * oscale[o]``, or int8 fixed-point requantize when ``requant`` =
-    ``(offset, mult, shift, out_zero, lo, hi[, high_word])`` (the arrays of
+    ``(offset, mult, shift, out_zero, lo, hi, high_word)`` (the arrays and the form of
     :func:`tvmq.kernels.requantize.kernel_requant`).
     ``zp(o)`` is the zero-point term added to the raw accumulator first."""
     from tvm import te
@@ -127,11 +127,11 @@ def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
 
     if requant is None:
         return te.compute(a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name=name)
-    offset, mult, shift, out_zero, lo, hi, *high_word = requant
+    offset, mult, shift, out_zero, lo, hi, high_word = requant
     return te.compute(
         a.shape,
         lambda *i: requantize_expr(
-            a(*i), i[c_pos], offset, mult, shift, out_zero, lo, hi, *high_word
+            a(*i), i[c_pos], offset, mult, shift, out_zero, lo, hi, high_word
         ),
         name=name + "_requant",
     )
