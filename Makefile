@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := qemu-system-arm gcc-arm-none-eabi picolibc-arm-none-eabi dataset-fashion-mnist
 STAMP := $(VENV)/.tvmq-installed
 # train = torch 2.13.0 (CPU build, a local wheel on these machines): the tests cover the
-# torch.export import path with it. Set EXTRAS=dev for a lighter environment.
-EXTRAS ?= dev,train
+# torch.export import path with it; data = seglearn + scikit-learn (IMU and digits data
+# sets). Set EXTRAS=dev for a lighter environment.
+EXTRAS ?= dev,train,data
 
 .PHONY: setup apt venv demo test bench lint format clean
 

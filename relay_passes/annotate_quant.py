@@ -22,6 +22,7 @@ LUT kernels), so fake-quant simulation and the integer kernels compute the same 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
 
 from tvmq.config import QuantConfig, get_config
+from tvmq.errors import ConfigError
 from tvmq.kernels import lut_decode_reference, snap_levels
 from tvmq.metrics import sqnr_db
 from tvmq.ops import dequantize, lut_decode, lut_decode_constants, quantize
@@ -138,41 +140,165 @@ class _Annotator(PyExprMutator):
         return relax.Call(new.op, [x, *new.args[1:]], new.attrs)
 
 
-def _refinable(cb) -> bool:
-    return cb.scheme in ("kmeans", "quantile") and cb.group_size is None
+def _refinable(cb, how) -> bool:
+    return (
+        cb.scheme in ("kmeans", "quantile")
+        and cb.group_size is None
+        and how is not None
+        and how["groups"] == 1
+    )
 
 
-def _refine(cb, w: np.ndarray, site, axis: int, rows: np.ndarray, ridge: float):
-    """``(codebook with refined levels, codes in w's layout)`` (:mod:`tvmq.ptq`); ``axis``
-    is the output-channel axis of ``w`` as stored."""
-    import dataclasses
-
-    from tvmq.ptq import refine_levels
-    from tvmq.ptq.inputs import supported, weight_to_2d
+def _site_how(site, axis: int):
+    """:func:`tvmq.ptq.inputs.supported` for the weight as stored (dense weights are
+    stored output-channel-major)."""
+    from tvmq.ptq.inputs import supported
 
     how = supported(site)
-    if how["kind"] == "dense":
+    if how is not None and how["kind"] == "dense":
         how = {**how, "axis": axis}
-    w2d, back = weight_to_2d(w, how)
-    codes2d, _ = weight_to_2d(cb.encode(w), how)
-    groups = np.zeros(w2d.shape[0], np.int64) if cb.axis is None else np.arange(w2d.shape[0])
-    levels, codes2d = refine_levels(w2d, codes2d, cb.levels, groups, rows, ridge)
-    refined = dataclasses.replace(cb, levels=levels, thresholds=None)
-    return refined, back(codes2d)
+    return how
+
+
+@dataclass
+class _Encoded:
+    """One layer's weight as it will be stored (and what it decodes to)."""
+
+    cb: object
+    packed: relax.Constant
+    levels: relax.Constant
+    spec: object
+    w_hat: np.ndarray
+    nbytes: int
+    note: str = ""
+
+
+def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _Encoded:
+    """Fit ``scheme`` to ``w_store``, optionally refine the levels on ``data``
+    (:func:`tvmq.ptq.refine_levels`) and snap them to the int8 grid (quantized
+    activations); the decoded weight is what the kernels will compute with."""
+    from tvmq.ptq import refine_levels
+    from tvmq.ptq.inputs import weight_to_2d
+
+    cb = scheme.fit(w_store)
+    codes, note = None, ""
+    if refine and data is not None and _refinable(cb, how):
+        w2d, back = weight_to_2d(w_store, how)
+        codes2d, _ = weight_to_2d(cb.encode(w_store), how)
+        groups = np.zeros(w2d.shape[0], np.int64) if cb.axis is None else np.arange(len(w2d))
+        levels, codes2d = refine_levels(
+            w2d, codes2d, cb.levels, groups, data.rows, config.ptq.ridge
+        )
+        cb = dataclasses.replace(cb, levels=levels, thresholds=None)
+        codes, note = back(codes2d), "levels refined on calibration data"
+    packed, levels, spec = lut_decode_constants(cb, w_store, codes)
+    if snap and spec.group_size is None:
+        levels = relax.const(snap_levels(levels.value.numpy()), "float32")
+    w_hat = lut_decode_reference(packed.value.numpy(), levels.value.numpy(), spec)
+    nbytes = int(packed.value.numpy().nbytes + levels.value.numpy().nbytes)
+    return _Encoded(cb, packed, levels, spec, w_hat, nbytes, note)
+
+
+def _layer_error(w_store, w_hat, how, data) -> float:
+    """Relative output error on the calibration rows (relative weight error without)."""
+    from tvmq.ptq.inputs import layer_output, weight_to_2d
+
+    if data is None or how is None:
+        return float(((w_store - w_hat) ** 2).sum() / max((w_store**2).sum(), 1e-30))
+    w2d, _ = weight_to_2d(w_store, how)
+    what2d, _ = weight_to_2d(w_hat, how)
+    ref = layer_output(data.rows, w2d, data.groups)
+    err = layer_output(data.rows, w2d - what2d, data.groups)
+    return float((err**2).sum() / max((ref**2).sum(), 1e-30))
+
+
+def _bias_adds(func: relax.Function) -> dict:
+    """``{conv/matmul call: bias constant}`` for calls whose result is only consumed by
+    ``R.add(result, constant)``."""
+    bound, uses = {}, {}
+
+    @expr_functor.visitor
+    class _Uses(PyExprVisitor):
+        def visit_var_binding_(self, binding):
+            bound[binding.var] = binding.value
+            super().visit_var_binding_(binding)
+
+        def visit_var_(self, var):
+            uses[var] = uses.get(var, 0) + 1
+
+        def visit_dataflow_var_(self, var):
+            uses[var] = uses.get(var, 0) + 1
+
+    _Uses().visit_expr(func)
+    out = {}
+    for value in bound.values():
+        if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)):
+            continue
+        if value.op.name != "relax.add" or not _is_const(value.args[1]):
+            continue
+        src = value.args[0]
+        call = bound.get(src) if isinstance(src, relax.Var) else None
+        if isinstance(call, relax.Call) and uses.get(src, 0) == 1:
+            out[call] = value.args[1]
+    return out
+
+
+def _corrected_bias(bias: relax.Expr, shift: np.ndarray) -> relax.Expr | None:
+    """``bias + shift`` along its channel axis, or None when the constant is not one
+    value per output channel."""
+    b = bias.value.numpy()
+    if b.dtype != np.float32 or b.size != shift.size or max(b.shape, default=1) != b.size:
+        return None
+    return relax.const((b + shift.reshape(b.shape)).astype(np.float32), "float32")
+
+
+def _mixed_bits(stores, config, layer_inputs, snap) -> tuple[dict[int, int], dict]:
+    """``({site index: bits}, {(index, bits): _Encoded})`` under ``config.ptq``'s
+    weight budget (:func:`tvmq.ptq.mixed.choose_bits`)."""
+    from tvmq.ptq.mixed import Option, choose_bits
+
+    budget = config.ptq.weight_budget
+    fixed, order, options, cache = 0, [], [], {}
+    for i, entry in stores.items():
+        if entry[0] is None:  # kept in float (or not a float32 constant)
+            fixed += entry[1].nbytes
+            continue
+        scheme, w_store, how = entry
+        data = (layer_inputs or {}).get(i)
+        opts = []
+        for bits in config.ptq.bit_choices:
+            try:
+                candidate = dataclasses.replace(scheme, bits=bits)
+            except ConfigError:  # a width this scheme does not have
+                continue
+            enc = _encode(candidate, w_store, how, data, config, snap, refine=False)
+            cache[i, bits] = enc
+            opts.append(Option(bits, enc.nbytes, _layer_error(w_store, enc.w_hat, how, data)))
+        order.append(i)
+        options.append(opts)
+    if budget < fixed:
+        raise ConfigError(
+            f"weight budget {budget} bytes is below the {fixed} bytes of the layers kept in float"
+        )
+    chosen = choose_bits(options, budget - fixed)
+    return {i: o.bits for i, o in zip(order, chosen, strict=True)}, cache
 
 
 def annotate_quant(
     mod: tvm.IRModule,
     config: QuantConfig | str | dict = "w4-kmeans",
-    layer_inputs: dict[int, np.ndarray] | None = None,
+    layer_inputs: dict | None = None,
 ) -> tuple[tvm.IRModule, list[LayerReport]]:
     """Annotate weights (and activations) as the module doc says; the work of
     :class:`AnnotateQuant`. Returns the module and the per-layer report.
 
-    ``layer_inputs`` (``{site index: calibration rows}``, :func:`tvmq.ptq.inputs.collect`)
-    turns on the layer-wise refinement of free-form codebooks
-    (:func:`tvmq.ptq.refine_levels`, ``config.ptq``)."""
+    ``layer_inputs`` (``{site index: LayerData}``, :func:`tvmq.ptq.inputs.collect`) feeds
+    the calibration-data steps of ``config.ptq``: layer-wise refinement of free-form
+    codebooks (:func:`tvmq.ptq.refine_levels`), bias correction
+    (:func:`tvmq.ptq.bias.bias_shift`, written into the constant added after the layer)
+    and the per-layer bit widths under a weight budget (:mod:`tvmq.ptq.mixed`)."""
     config = get_config(config)
+    ptq = config.ptq
     report: list[LayerReport] = []
     out = mod
     for gv, func in mod.functions_items():
@@ -181,6 +307,30 @@ def annotate_quant(
         replacements, act_bits = {}, {}
         act = config.activation
         sites = find_weight_sites(func)
+        biases = _bias_adds(func) if ptq.bias_correction else {}
+        stores: dict[int, tuple] = {}
+        for i, site in enumerate(sites):
+            if site.const is None:
+                continue
+            w = site.const.value.numpy()
+            # dense weights are stored output-channel-major (N, K): each channel's codes
+            # are contiguous, so a kernel decodes a channel from consecutive bytes
+            transpose = site.kind == "dense" and site.axis == 1 and w.ndim == 2
+            w_store = np.ascontiguousarray(w.T) if transpose else w
+            axis_store = 0 if transpose else site.axis
+            scheme = config.for_layer(site.name, i, len(sites), axis_store)
+            if scheme is None or w.dtype != np.float32:
+                stores[i] = (
+                    None,
+                    w,
+                    "skipped by config" if scheme is None else f"{w.dtype} weight",
+                )
+            else:
+                stores[i] = (scheme, w_store, _site_how(site, axis_store))
+        snap = act is not None
+        bits_of, cache = {}, {}
+        if ptq.weight_budget is not None:
+            bits_of, cache = _mixed_bits(stores, config, layer_inputs, snap)
         for i, site in enumerate(sites):
             entry = dict(name=site.name, kind=site.kind, shape=site.shape)
             if site.const is None:
@@ -191,47 +341,42 @@ def annotate_quant(
                     )
                 )  # fmt: skip
                 continue
-            w = site.const.value.numpy()
-            # dense weights are stored output-channel-major (N, K): each channel's codes
-            # are contiguous, so a kernel decodes a channel from consecutive bytes
-            transpose = site.kind == "dense" and site.axis == 1 and w.ndim == 2
-            w_store = np.ascontiguousarray(w.T) if transpose else w
-            axis_store = 0 if transpose else site.axis
-            scheme = config.for_layer(site.name, i, len(sites), axis_store)
-            if scheme is None or w.dtype != np.float32:
-                note = "skipped by config" if scheme is None else f"{w.dtype} weight"
+            scheme, w_store, how = stores[i]
+            if scheme is None:
                 report.append(
                     LayerReport(
                         **entry, scheme=None, bits=None, sqnr_db=None,
-                        float_bytes=w.nbytes, quant_bytes=w.nbytes, note=note,
+                        float_bytes=w_store.nbytes, quant_bytes=w_store.nbytes, note=how,
                     )
                 )  # fmt: skip
                 continue
-            cb = scheme.fit(w_store)
-            codes, note = None, ""
-            if layer_inputs and i in layer_inputs and _refinable(cb):
-                rows = layer_inputs[i]
-                cb, codes = _refine(cb, w_store, site, axis_store, rows, config.ptq.ridge)
-                note = "levels refined on calibration data"
-            packed, levels, spec = lut_decode_constants(cb, w_store, codes)
+            transpose = site.kind == "dense" and site.axis == 1 and w_store.ndim == 2
+            if i in bits_of:
+                scheme = dataclasses.replace(scheme, bits=bits_of[i])
+            data = (layer_inputs or {}).get(i)
+            enc = cache.get((i, scheme.bits)) if not ptq.layerwise else None
+            if enc is None:
+                enc = _encode(scheme, w_store, how, data, config, snap, refine=ptq.layerwise)
+            notes = [enc.note] if enc.note else []
+            if i in bits_of:
+                notes.append(f"{scheme.bits} bits chosen for the weight budget")
+            if ptq.bias_correction:
+                notes.append(_bias_correct(site, w_store, enc, how, data, biases, replacements))
             if act is not None:
                 reads_input = any(a.same_as(site.call.args[0]) for a in func.params)
                 bits = act.input_bits if reads_input and act.input_bits else act.bits
                 act_bits[site.call] = bits
-                if spec.group_size is None:
-                    levels = relax.const(snap_levels(levels.value.numpy()), "float32")
-            decoded = lut_decode(packed, levels, spec)
+            decoded = lut_decode(enc.packed, enc.levels, enc.spec)
             replacements[site.const] = relax.op.permute_dims(decoded) if transpose else decoded
-            w_hat = lut_decode_reference(packed.value.numpy(), levels.value.numpy(), spec)
             report.append(
                 LayerReport(
                     **entry,
                     scheme=scheme.name,
                     bits=scheme.bits,
-                    sqnr_db=sqnr_db(w_store, w_hat),
-                    float_bytes=w.nbytes,
-                    quant_bytes=int(packed.value.numpy().nbytes + levels.value.numpy().nbytes),
-                    note=note,
+                    sqnr_db=sqnr_db(w_store, enc.w_hat),
+                    float_bytes=w_store.nbytes,
+                    quant_bytes=enc.nbytes,
+                    note="; ".join(n for n in notes if n),
                 )
             )
         if replacements:
@@ -240,6 +385,26 @@ def annotate_quant(
             annotator.builder_.update_func(gv, new_func)
             out = annotator.builder_.get()
     return out, report
+
+
+def _bias_correct(site, w_store, enc, how, data, biases, replacements) -> str:
+    """Fold the bias shift of ``enc`` into the bias constant after ``site`` (through
+    ``replacements``); returns the report note."""
+    from tvmq.ptq.bias import bias_shift
+    from tvmq.ptq.inputs import weight_to_2d
+
+    bias = biases.get(site.call)
+    if data is None or how is None:
+        return "no calibration rows for bias correction"
+    if bias is None:
+        return "no bias constant to correct"
+    w2d, _ = weight_to_2d(w_store, how)
+    what2d, _ = weight_to_2d(enc.w_hat, how)
+    new = _corrected_bias(bias, bias_shift(w2d, what2d, data.mean, data.groups))
+    if new is None:
+        return "bias is not one value per channel: not corrected"
+    replacements[bias] = new
+    return "bias corrected"
 
 
 @tvm.transform.module_pass(opt_level=0, name="AnnotateQuant")

@@ -108,7 +108,7 @@ def test_eval_and_accuracy_curve_on_fashion_mnist(tmp_path):
     [
         (["--calib", "{d}/bad.npy"], "calibration data must be (N, *"),
         ([], "pass --calib"),
-        (["--calib", "{d}/m.onnx"], "--calib takes fashion-mnist, random or a .npy"),
+        (["--calib", "{d}/m.onnx"], "--calib takes fashion-mnist, watch-imu"),
         (["--calib", "random", "--per-layer", "layer0"], "--per-layer takes PATTERN:"),
         (["--calib", "random", "--per-layer", "*:bits=11"], "bits"),
         (["--calib", "random", "-o", "{d}"], "is a directory"),

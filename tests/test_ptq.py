@@ -53,7 +53,7 @@ def test_im2col_rows_reproduce_the_convolution():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 2)).astype(np.float32)
-    how = {"kind": "conv2d", "data_layout": "NCHW", "kernel_layout": "OIHW",
+    how = {"kind": "conv", "data_layout": "NCHW", "kernel_layout": "OIHW", "groups": 1,
            "strides": [2, 1], "padding": [1, 0, 1, 1], "dilation": [1, 1]}  # fmt: skip
     rows = input_rows(x, how, (3, 2))
     w2d, back = weight_to_2d(w, how)
@@ -87,9 +87,9 @@ def test_refinement_lowers_output_error_of_a_real_layer_on_held_out_data():
     w2d, _ = weight_to_2d(w, supported(site))
     cb = make_config({"scheme": "kmeans", "bits": 2, "axis": site.axis}).fit(w)
     c2d, _ = weight_to_2d(cb.encode(w), supported(site))
-    before = output_error(w2d, np.take_along_axis(cb.levels, c2d, 1), held[i])
-    lv, c2 = refine_levels(w2d, c2d, cb.levels, np.arange(w2d.shape[0]), rows[i], 0.05)
-    after = output_error(w2d, np.take_along_axis(lv, c2, 1), held[i])
+    before = output_error(w2d, np.take_along_axis(cb.levels, c2d, 1), held[i].rows)
+    lv, c2 = refine_levels(w2d, c2d, cb.levels, np.arange(w2d.shape[0]), rows[i].rows, 0.05)
+    after = output_error(w2d, np.take_along_axis(lv, c2, 1), held[i].rows)
     assert after < 0.85 * before, (before, after)  # measured 0.0172 -> 0.0097 in sample
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import TvmqError
+from .evaluate import DATASETS
 
 EXIT_OK, EXIT_USER, EXIT_INTERNAL = 0, 1, 2
 
@@ -104,31 +105,36 @@ def _deploy_data(kind: str, shape: tuple, n: int, split: str, seed: int):
     """``(inputs (n, *shape) float32, labels or None)`` for ``--data``."""
     import numpy as np
 
-    if kind == "fashion-mnist":
-        from .datasets import fashion_mnist
+    if kind in DATASETS:
+        from .evaluate import load_split
 
-        if int(np.prod(shape)) != 784:
-            raise TvmqError(f"--data fashion-mnist needs a 784-element input, model takes {shape}")
-        x, y = fashion_mnist(split)
-        idx = np.random.default_rng(seed).choice(x.shape[0], n, replace=False)
-        return (x[idx].astype(np.float32) / 255).reshape(n, *shape), y[idx]
+        x, y = load_split(kind, split)
+        if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
+            raise TvmqError(
+                f"--data {kind} has samples of shape {tuple(x.shape[1:])}; the model takes {shape}"
+            )
+        idx = np.random.default_rng(seed).choice(x.shape[0], min(n, len(x)), replace=False)
+        return x[idx].reshape(len(idx), *shape), y[idx]
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, *shape)).astype(np.float32), None
 
 
 def _calib_data(spec: str, shape: tuple, n: int):
-    """Calibration samples for ``--calib``: ``fashion-mnist`` / ``random`` (train split, a
-    seeded draw of ``n``) or a ``.npy`` file of samples shaped ``(N, *input shape)``."""
+    """Calibration samples for ``--calib``: a data set name (:data:`DATASETS`) or ``random``
+    (train split, a seeded draw of ``n``) or a ``.npy`` file of samples shaped
+    ``(N, *input shape)``."""
     import numpy as np
 
     from .errors import DataError
 
-    if spec in ("fashion-mnist", "random"):
+    if spec in (*DATASETS, "random"):
         xs, _ = _deploy_data(spec, shape, n, "train", seed=1)
         return list(xs)
     path = Path(spec)
     if path.suffix != ".npy":
-        raise TvmqError(f"--calib takes fashion-mnist, random or a .npy file, got {spec!r}")
+        raise TvmqError(
+            f"--calib takes fashion-mnist, watch-imu, digits, random or a .npy file, got {spec!r}"
+        )
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -162,6 +168,19 @@ def _per_layer(items: list[str]) -> tuple[tuple[str, dict], ...]:
     return tuple(out)
 
 
+def _ptq_options(p) -> None:
+    p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
+    p.add_argument(
+        "--bias-correction", action="store_true",
+        help="add each layer's mean output shift from weight quantization to its bias",
+    )  # fmt: skip
+    p.add_argument(
+        "--weight-budget", type=int, default=None, metavar="BYTES",
+        help="mixed precision: per-layer weight bits (2-8) chosen by measured sensitivity "
+        "so that codes + codebooks take at most BYTES",
+    )  # fmt: skip
+
+
 def _config_from_args(args):
     from .config import fixed_point, get_config
 
@@ -171,8 +190,17 @@ def _config_from_args(args):
             raise TvmqError("--fixed-point needs a config with activations (e.g. w4-kmeans-a8)")
         cfg = fixed_point(cfg)
     changes = {}
-    if getattr(args, "layerwise", False):
-        changes["ptq"] = dataclasses.replace(cfg.ptq, layerwise=True)
+    ptq = {
+        k: v
+        for k, v in (
+            ("layerwise", getattr(args, "layerwise", False)),
+            ("bias_correction", getattr(args, "bias_correction", False)),
+            ("weight_budget", getattr(args, "weight_budget", None)),
+        )
+        if v
+    }
+    if ptq:
+        changes["ptq"] = dataclasses.replace(cfg.ptq, **ptq)
     if getattr(args, "per_layer", None):
         changes["overrides"] = cfg.overrides + _per_layer(args.per_layer)
     if getattr(args, "skip", None):
@@ -196,6 +224,8 @@ def _quantized(args, default_layout: str | None = "keep"):
                 ("--config", args.config),
                 ("--fixed-point", args.fixed_point),
                 ("--layerwise", getattr(args, "layerwise", False)),
+                ("--bias-correction", getattr(args, "bias_correction", False)),
+                ("--weight-budget", getattr(args, "weight_budget", None)),
                 ("--per-layer", getattr(args, "per_layer", None)),
             )
             if value
@@ -218,12 +248,13 @@ def _quantized(args, default_layout: str | None = "keep"):
         mod = load_model(args.model)
         shapes = [tuple(int(s) for s in p.ty.shape) for p in mod["main"].params]
         calib = None
-        if len(shapes) == 1 and (cfg.activation is not None or cfg.ptq.layerwise):
+        if len(shapes) == 1 and (cfg.activation is not None or cfg.ptq.needs_data):
             source = getattr(args, "calib", None) or getattr(args, "data", None)
             if source is None:
                 raise TvmqError(
-                    "the config quantizes activations: pass --calib fashion-mnist or --calib "
-                    "FILE.npy with a few hundred real input samples (not test data)"
+                    "the config quantizes activations or runs a PTQ step: pass --calib "
+                    "fashion-mnist (a data set name) or --calib FILE.npy with a few hundred "
+                    "real input samples (not test data)"
                 )
             calib = _calib_data(source, shapes[0], args.calib_samples)
         layout = default_layout if layout is None else layout
@@ -748,8 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="the .tvmq file to write")
     p.add_argument(
         "--calib", default=None, metavar="DATA",
-        help="calibration data: fashion-mnist, random, or a .npy file of (N, *input shape) "
-        "samples (needed by configs that quantize activations)",
+        help="calibration data: fashion-mnist, watch-imu, digits, random, or a .npy file of "
+        "(N, *input shape) samples (needed by configs that quantize activations)",
     )  # fmt: skip
     p.add_argument(
         "--per-layer", action="append", default=None, metavar="PATTERN:KEY=VALUE[,...]",
@@ -761,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip", action="append", default=None, metavar="PATTERN",
         help="leave matching layers in float (a pattern, or first / last); repeatable",
     )  # fmt: skip
-    p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
+    _ptq_options(p)
     p.add_argument(
         "--layout", choices=["NHWC", "NCHW", "keep"], default="keep",
         help="convert 2-D convolutions to this layout first (NHWC for Cortex-M deployment)",
@@ -801,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--data",
-        choices=["fashion-mnist", "random"],
+        choices=[*DATASETS, "random"],
         default="random",
         help="samples to run (and calibrate on); random gives agreement only",
     )
@@ -826,8 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data fashion-mnist --samples 1000 --layerwise",
     )
     _model_options(p, calib_samples=256)
-    p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
-    p.add_argument("--data", choices=["fashion-mnist"], default="fashion-mnist")
+    _ptq_options(p)
+    p.add_argument("--data", choices=list(DATASETS), default="fashion-mnist")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_eval)
@@ -855,7 +886,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials 64 --db tuning/ --plot tuning.png",
     )
     _model_options(p, calib_samples=128)
-    p.add_argument("--data", choices=["fashion-mnist", "random"], default="random",
+    p.add_argument("--data", choices=[*DATASETS, "random"], default="random",
                    help="calibration samples")  # fmt: skip
     p.add_argument("--db", type=Path, required=True, help="tuning work directory (database)")
     p.add_argument(
@@ -887,7 +918,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(p, calib_samples=128)
     p.add_argument("-o", "--output", type=Path, required=True, help="report directory")
-    p.add_argument("--data", choices=["fashion-mnist"], default=None, help="labelled test data")
+    p.add_argument("--data", choices=list(DATASETS), default=None, help="labelled test data")
     p.add_argument("--samples", type=int, default=500, help="test samples for accuracy")
     p.add_argument(
         "--curve-bits", type=int, nargs="+", default=None, metavar="BITS",

@@ -92,20 +92,59 @@ class PTQConfig:
         least squares; guards against overfitting a few hundred calibration samples).
     max_rows : int
         Calibration rows (samples x output pixels) per layer, sampled at random.
+    bias_correction : bool
+        Add each layer's mean output shift ``(W - W_hat) E[x]`` (``E[x]`` on calibration
+        data) to the bias constant that follows it (:func:`tvmq.ptq.bias.bias_shift`): the
+        quantized layer's mean output then equals the float one's. Any layer kind.
+    weight_budget : int, optional
+        Mixed precision: pick each layer's weight bits from ``bit_choices`` so that the
+        weights (codes + codebooks, plus any layer kept in float) take at most this many
+        bytes, minimizing the summed relative output error measured on calibration data
+        (:mod:`tvmq.ptq.mixed`). Replaces the scheme's ``bits``; overrides still choose
+        the scheme. None: every layer at the configured bits.
+    bit_choices : tuple of int
+        The widths mixed precision chooses from.
+    fold_bn : bool
+        Fold ``batch_norm`` after a convolution into its weight and bias before anything
+        else (TVM's ``FoldBatchnormToConv2D``), so the folded weight is what is quantized.
     """
 
     layerwise: bool = False
     ridge: float = 0.05
     max_rows: int = 4096
+    bias_correction: bool = False
+    weight_budget: int | None = None
+    bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    fold_bn: bool = True
 
     def __post_init__(self) -> None:
+        from .packing import check_bits
+
         if self.ridge < 0:
             raise ConfigError(f"ridge must be >= 0, got {self.ridge}")
         if self.max_rows < 16:
             raise ConfigError(f"max_rows must be >= 16, got {self.max_rows}")
+        if self.weight_budget is not None and (
+            isinstance(self.weight_budget, bool) or int(self.weight_budget) <= 0
+        ):
+            raise ConfigError(
+                f"weight_budget must be a positive byte count, got {self.weight_budget}"
+            )
+        object.__setattr__(self, "bit_choices", tuple(sorted({int(b) for b in self.bit_choices})))
+        if not self.bit_choices:
+            raise ConfigError("bit_choices must name at least one width")
+        for b in self.bit_choices:
+            check_bits(b)
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether a step uses calibration data (mixed precision measures layer errors on it)."""
+        return self.layerwise or self.bias_correction or self.weight_budget is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["bit_choices"] = list(self.bit_choices)
+        return d
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,18 +6,24 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .datasets import fashion_mnist
+from .datasets import digits, fashion_mnist, watch_imu
 from .errors import DataError, UnknownNameError
 
-DATASETS = ("fashion-mnist",)
+DATASETS = ("fashion-mnist", "watch-imu", "digits")
 
 
 def load_split(name: str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` of a data set in the input convention of the shipped models: float32
-    NCHW pixels / 255 for images, int64 labels."""
+    NCHW pixels / 255 for Fashion-MNIST, ``(N, 6, 128)`` standardized windows for the
+    IMU data (:func:`tvmq.datasets.watch_imu`), ``(N, 1, 8, 8)`` / 16 for the digits;
+    int64 labels."""
     if name == "fashion-mnist":
         x, y = fashion_mnist(split)
         return (x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64)
+    if name == "watch-imu":
+        return watch_imu(split)
+    if name == "digits":
+        return digits(split)
     raise UnknownNameError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
 
 

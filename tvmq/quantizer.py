@@ -192,6 +192,25 @@ class QuantizedModel:
         }
 
 
+def _has_op(mod, name: str) -> bool:
+    import tvm
+    from tvm import relax
+
+    found = []
+
+    @relax.expr_functor.visitor
+    class _Find(relax.PyExprVisitor):
+        def visit_call_(self, call):
+            if isinstance(call.op, tvm.ir.Op) and call.op.name == name:
+                found.append(call)
+            super().visit_call_(call)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            _Find().visit_expr(func)
+    return bool(found)
+
+
 def quantize(
     model: Any,
     config: str | QuantConfig | dict = "w4-kmeans",
@@ -228,7 +247,7 @@ def quantize(
     from .frontend.load import load_model
 
     cfg = get_config(config)
-    if cfg.activation is None and calib is not None and not cfg.ptq.layerwise:
+    if cfg.activation is None and calib is not None and not cfg.ptq.needs_data:
         raise TvmqError(
             "calibration data given, but the config keeps activations in float32 and has "
             "no use for it; pass calib=None or a config with activation=..."
@@ -245,10 +264,17 @@ def quantize(
         mod = convert_layout(mod, layout)
     if "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
         raise TvmqError("the module has no 'main' function")
+    if cfg.ptq.fold_bn and _has_op(mod, "relax.nn.batch_norm"):
+        # W * scale becomes one constant (before annotation, so nothing decoded is folded)
+        mod = tvm.relax.transform.FoldBatchnormToConv2D()(mod)
+        mod = tvm.relax.transform.FoldConstant()(mod)
     layer_inputs = None
-    if cfg.ptq.layerwise:
+    if cfg.ptq.needs_data:
         if calib is None:
-            raise TvmqError("ptq.layerwise needs calibration data: pass calib=")
+            steps = [n for n, on in (("layerwise", cfg.ptq.layerwise),
+                     ("bias_correction", cfg.ptq.bias_correction),
+                     ("weight_budget", cfg.ptq.weight_budget is not None)) if on]  # fmt: skip
+            raise TvmqError(f"ptq {', '.join(steps)} needs calibration data: pass calib=")
         from .ptq.inputs import collect
 
         calib = list(calib)

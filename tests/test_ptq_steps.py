@@ -1,0 +1,221 @@
+"""PTQ steps beyond codebook refinement: batch-norm folding, bias correction, mixed precision,
+and the calibration rows of grouped and 1-D convolutions they rely on."""
+
+import itertools
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+import tvmq
+from relay_passes.annotate_quant import find_weight_sites
+from tvmq.config import ConfigError, PTQConfig, QuantConfig
+from tvmq.ptq.bias import bias_shift
+from tvmq.ptq.inputs import collect, input_rows, layer_output, supported, weight_to_2d
+from tvmq.ptq.mixed import Option, choose_bits
+from tvmq.schemes import make_config
+
+
+def _conv_ref(x, w, stride, pad, groups):
+    """Direct NCHW grouped convolution (numpy)."""
+    n, _, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    out = np.zeros((n, o, oh, ow))
+    og = o // groups
+    for oc in range(o):
+        g = oc // og
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, g * cg : (g + 1) * cg, i * stride : i * stride + kh,
+                           j * stride : j * stride + kw]  # fmt: skip
+                out[:, oc, i, j] = np.einsum("nchw,chw->n", patch, w[oc])
+    return out
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_grouped_im2col_rows_reproduce_the_convolution(groups):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 6, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 6 // groups, 3, 3)).astype(np.float32)
+    how = {"kind": "conv", "data_layout": "NCHW", "kernel_layout": "OIHW", "strides": [2, 2],
+           "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": groups}  # fmt: skip
+    rows = input_rows(x, how, (3, 3))
+    w2d, _ = weight_to_2d(w, how)
+    out = layer_output(rows, w2d, groups)
+    ref = _conv_ref(x, w, 2, 1, groups).transpose(0, 2, 3, 1).reshape(-1, 6)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_conv1d_rows_are_those_of_a_height_one_conv2d():
+    from test_quantize_e2e import onnx_model
+
+    mod = tvmq.load_model(onnx_model(conv1d=True))
+    sites = find_weight_sites(relax.transform.ToNonDataflow()(mod)["main"])
+    how = supported(sites[0])
+    assert how["one_d"] and how["kernel_layout"] == "OIHW"
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 3, 32)).astype(np.float32)
+    w = sites[0].const.value.numpy()  # (8, 3, 5)
+    w2d, back = weight_to_2d(w, how)
+    out = layer_output(input_rows(x, how, (1, 5)), w2d)
+    ref = _conv_ref(x[:, :, None], w[:, :, None], 1, 0, 1)[:, :, 0].transpose(0, 2, 1)
+    np.testing.assert_allclose(out, ref.reshape(-1, 8), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(back(w2d), w)
+
+
+def test_collect_keeps_the_exact_mean_of_all_rows():
+    from test_integer_path import calib_batches
+    from test_quantize_e2e import onnx_model
+
+    mod = tvmq.load_model(onnx_model())
+    data = calib_batches(6)
+    few = collect(mod, data, max_rows=16)
+    full = collect(mod, data, max_rows=100000)
+    assert set(few) == {0, 1, 2}  # conv, depthwise (groups 8), dense
+    assert few[1].groups == 8 and few[0].groups == 1
+    assert full[0].rows.shape[0] == 6 * 10 * 10  # every patch: the subset above is a sample
+    for i in few:
+        assert few[i].rows.shape[0] <= 16 and few[i].rows.shape[1] == full[i].rows.shape[1]
+        np.testing.assert_allclose(few[i].mean, full[i].rows.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_bias_shift_restores_the_mean_output_exactly():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((400, 24)) + rng.uniform(0, 2, 24)  # inputs with nonzero mean
+    w = rng.laplace(size=(5, 24))
+    cb = make_config({"scheme": "uniform", "bits": 2, "axis": 0}).fit(w)
+    w_hat = cb.decode(cb.encode(w))
+    shift = bias_shift(w, w_hat, x.mean(0))
+    before = np.abs((x @ w_hat.T).mean(0) - (x @ w.T).mean(0))
+    after = np.abs((x @ w_hat.T).mean(0) + shift - (x @ w.T).mean(0))
+    assert after.max() < 1e-4 < before.min()
+
+
+def test_bias_correction_helps_a_real_layer_on_held_out_images():
+    """ConvNet's second conv at 2-bit uniform: the mean output error per channel on images
+    the correction never saw drops (the shift is measured on 128 calibration images)."""
+    from tvmq import zoo
+    from tvmq.evaluate import calibration_set
+    from tvmq.frontend.load import load_model
+
+    mod = load_model(zoo.model_path("fmnist_convnet"))
+    data = calibration_set("fashion-mnist", 256, seed=3)
+    fit, held = collect(mod, data[:128]), collect(mod, data[128:])
+    sites = find_weight_sites(relax.transform.ToNonDataflow()(mod)["main"])
+    site = sites[1]
+    w = site.const.value.numpy()
+    w2d, _ = weight_to_2d(w, supported(site))
+    cb = make_config({"scheme": "uniform", "bits": 2, "axis": site.axis}).fit(w)
+    what2d, _ = weight_to_2d(cb.decode(cb.encode(w)), supported(site))
+    shift = bias_shift(w2d, what2d, fit[1].mean)
+    err = layer_output(held[1].rows, w2d - what2d).mean(0)  # mean output error per channel
+    assert np.abs(err - shift).mean() < 0.5 * np.abs(err).mean()
+
+
+def _brute_force(options, budget):
+    best = None
+    for combo in itertools.product(*options):
+        if sum(o.nbytes for o in combo) <= budget:
+            e = sum(o.error for o in combo)
+            best = e if best is None or e < best else best
+    return best
+
+
+def test_choose_bits_is_the_exact_knapsack_optimum():
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        options = [
+            [Option(b, int(n * b / 8 + rng.integers(0, 50)), float(rng.uniform(0, 1) / 4**b))
+             for b in (2, 3, 4, 8)]
+            for n in rng.integers(100, 3000, size=4)
+        ]  # fmt: skip
+        lo = sum(min(o.nbytes for o in opts) for opts in options)
+        hi = sum(max(o.nbytes for o in opts) for opts in options)
+        budget = int(rng.integers(lo, hi + 1))
+        chosen = choose_bits(options, budget)
+        assert sum(o.nbytes for o in chosen) <= budget
+        # sizes are exact below 4096 bytes of budget, so the optimum is found
+        assert sum(o.error for o in chosen) == pytest.approx(_brute_force(options, budget))
+    with pytest.raises(ConfigError, match="smallest possible size"):
+        choose_bits(options, lo - 1)
+
+
+def test_mixed_precision_respects_the_byte_budget_of_a_real_model():
+    """The IMU 1-D CNN (two conv1d, two dense layers) between its 2- and 4-bit sizes."""
+    from tvmq import zoo
+    from tvmq.evaluate import calibration_set
+    from tvmq.frontend.load import load_model
+
+    mod = load_model(zoo.model_path("imu_cnn1d"))
+    calib = calibration_set("watch-imu", 32)
+    sizes = {}
+    for bits in (2, 4):
+        qm = tvmq.quantize(mod, QuantConfig(weight={"scheme": "kmeans", "bits": bits}))
+        sizes[bits] = qm.report()["quant_weight_bytes"]
+    budget = (sizes[2] + sizes[4]) // 2
+    cfg = QuantConfig(weight="kmeans", ptq={"weight_budget": budget, "bit_choices": (2, 3, 4)})
+    qm = tvmq.quantize(mod, cfg, calib=calib)
+    used = qm.report()["quant_weight_bytes"]
+    assert sizes[2] < used <= budget
+    chosen = {r.name: r.bits for r in qm.layers}
+    assert len(set(chosen.values())) > 1, chosen  # really mixed
+    assert all("weight budget" in r.note for r in qm.layers)
+    with pytest.raises(ConfigError, match="smallest possible size"):
+        tvmq.quantize(mod, QuantConfig(weight="kmeans", ptq={"weight_budget": sizes[2] // 2,
+                                                              "bit_choices": (2, 3)}),
+                      calib=calib)  # fmt: skip
+    assert QuantConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_ptq_options_are_validated():
+    with pytest.raises(ConfigError, match="weight_budget"):
+        PTQConfig(weight_budget=0)
+    with pytest.raises(ConfigError, match="bits"):
+        PTQConfig(bit_choices=(1, 4))
+    with pytest.raises(ConfigError, match="at least one"):
+        PTQConfig(bit_choices=())
+    from test_quantize_e2e import onnx_model
+
+    with pytest.raises(tvmq.TvmqError, match="bias_correction needs calibration data"):
+        tvmq.quantize(onnx_model(), QuantConfig(ptq={"bias_correction": True}))
+
+
+def _bn_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(5)
+    c = 8
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((c, 16, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.uniform(0.5, 2, c).astype(np.float32), "g"),
+        numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "m"),
+        numpy_helper.from_array(rng.uniform(0.5, 2, c).astype(np.float32), "v"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 6, 6])], initializer=inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_batch_norm_is_folded_into_the_quantized_weight():
+    mod = tvmq.load_model(_bn_model())
+    x = np.random.default_rng(6).standard_normal((1, 16, 6, 6)).astype(np.float32)
+    cfg = QuantConfig(weight={"scheme": "kmeans", "bits": 4})
+    folded = tvmq.quantize(mod, cfg)
+    kept = tvmq.quantize(mod, QuantConfig(weight=cfg.weight, ptq={"fold_bn": False}))
+    assert "batch_norm" in kept.annotated["main"].script(show_meta=False)
+    assert "batch_norm" not in folded.annotated["main"].script(show_meta=False)
+    ref = kept.run_float(x)  # the graph as imported
+    np.testing.assert_allclose(folded.run_float(x), ref, rtol=1e-4, atol=1e-4)  # exact fold
+    # the folded weight (BN scale included) is what was quantized, at 4 bits
+    assert 15 < folded.layers[0].sqnr_db < 40
+    out = folded.build().run(x)
+    assert 10 * np.log10((ref**2).sum() / ((out - ref) ** 2).sum()) > 15
