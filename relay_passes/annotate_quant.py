@@ -177,7 +177,7 @@ def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _En
     """Fit ``scheme`` to ``w_store``, optionally refine the levels on ``data``
     (:func:`tvmq.ptq.refine_levels`) and snap them to the int8 grid (quantized
     activations); the decoded weight is what the kernels will compute with."""
-    from tvmq.ptq import refine_levels
+    from tvmq.ptq import gptq_codes, refine_levels
     from tvmq.ptq.inputs import weight_to_2d
 
     cb = scheme.fit(w_store)
@@ -186,11 +186,16 @@ def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _En
         w2d, back = weight_to_2d(w_store, how)
         codes2d, _ = weight_to_2d(cb.encode(w_store), how)
         groups = np.zeros(w2d.shape[0], np.int64) if cb.axis is None else np.arange(len(w2d))
-        levels, codes2d = refine_levels(
-            w2d, codes2d, cb.levels, groups, data.rows, config.ptq.ridge
-        )
+        levels = cb.levels
+        for _ in range(config.ptq.iterations):
+            if config.ptq.gptq:
+                codes2d = gptq_codes(w2d, levels[groups], data.rows, config.ptq.damp)
+            levels, codes2d = refine_levels(
+                w2d, codes2d, levels, groups, data.rows, config.ptq.ridge
+            )
         cb = dataclasses.replace(cb, levels=levels, thresholds=None)
-        codes, note = back(codes2d), "levels refined on calibration data"
+        what = "codes (error feedback) and levels" if config.ptq.gptq else "levels"
+        codes, note = back(codes2d), f"{what} fitted on calibration data"
     packed, levels, spec = lut_decode_constants(cb, w_store, codes)
     if snap and spec.group_size is None:
         levels = relax.const(snap_levels(levels.value.numpy()), "float32")
@@ -307,7 +312,7 @@ def annotate_quant(
         replacements, act_bits = {}, {}
         act = config.activation
         sites = find_weight_sites(func)
-        biases = _bias_adds(func) if ptq.bias_correction else {}
+        biases = _bias_adds(func) if ptq.bias_correction == "weights" else {}
         stores: dict[int, tuple] = {}
         for i, site in enumerate(sites):
             if site.const is None:
@@ -360,7 +365,7 @@ def annotate_quant(
             notes = [enc.note] if enc.note else []
             if i in bits_of:
                 notes.append(f"{scheme.bits} bits chosen for the weight budget")
-            if ptq.bias_correction:
+            if ptq.bias_correction == "weights":
                 notes.append(_bias_correct(site, w_store, enc, how, data, biases, replacements))
             if act is not None:
                 reads_input = any(a.same_as(site.call.args[0]) for a in func.params)

@@ -219,3 +219,82 @@ def test_batch_norm_is_folded_into_the_quantized_weight():
     assert 15 < folded.layers[0].sqnr_db < 40
     out = folded.build().run(x)
     assert 10 * np.log10((ref**2).sum() / ((out - ref) ** 2).sum()) > 15
+
+
+def test_cross_layer_equalization_keeps_the_function_and_evens_the_ranges():
+    """DS-CNN (Fashion-MNIST): conv -> depthwise -> pointwise -> ... chains through ReLU."""
+    from relay_passes.equalize import cross_layer_equalize
+    from tvmq import zoo
+    from tvmq.evaluate import calibration_set
+    from tvmq.frontend.load import load_model
+    from tvmq.ptq.equalize import channel_ranges
+
+    mod = load_model(zoo.model_path("fmnist_dscnn"))
+    eq, pairs = cross_layer_equalize(mod)
+    assert len(pairs) == 8  # conv0 -> dw1 -> pw2 -> ... -> pw8; the dense after the pool is not
+    assert all(p.bias is not None for p in pairs)
+    x = calibration_set("fashion-mnist", 4)
+    before = tvmq.quantize(mod, "w8-uniform").run_float
+    after = tvmq.quantize(eq, "w8-uniform").run_float
+    for xi in x:
+        np.testing.assert_allclose(after(xi), before(xi), rtol=1e-4, atol=1e-4)
+
+    def spread(m, name):  # max / min channel range of a layer's weight
+        site = next(s for s in find_weight_sites(m["main"]) if s.name == name)
+        r = channel_ranges(site.const.value.numpy(), site.axis)
+        return r.max() / r.min()
+
+    assert spread(eq, "layer1_depthwise") < 0.5 * spread(mod, "layer1_depthwise")
+
+
+def test_gptq_codes_beat_nearest_codes_on_held_out_rows():
+    """The ConvNet's second conv (288 inputs) at 3 bits with its k-means levels."""
+    from tvmq import zoo
+    from tvmq.evaluate import calibration_set
+    from tvmq.frontend.load import load_model
+    from tvmq.ptq import gptq_codes, output_error
+
+    mod = load_model(zoo.model_path("fmnist_convnet"))
+    data = calibration_set("fashion-mnist", 96, seed=7)
+    fit, held = collect(mod, data[:64], max_rows=2048), collect(mod, data[64:], max_rows=2048)
+    site = find_weight_sites(relax.transform.ToNonDataflow()(mod)["main"])[1]
+    w = site.const.value.numpy()
+    w2d, _ = weight_to_2d(w, supported(site))
+    cb = make_config({"scheme": "kmeans", "bits": 3, "axis": site.axis}).fit(w)
+    near, _ = weight_to_2d(cb.encode(w), supported(site))
+    codes = gptq_codes(w2d, cb.levels, fit[1].rows)
+    e_near = output_error(w2d, np.take_along_axis(cb.levels, near, 1), held[1].rows)
+    e_gptq = output_error(w2d, np.take_along_axis(cb.levels, codes, 1), held[1].rows)
+    assert e_gptq < 0.8 * e_near, (e_near, e_gptq)
+    assert codes.min() >= 0 and codes.max() < cb.levels.shape[1]
+
+
+def test_output_bias_correction_matches_the_float_means_layer_by_layer():
+    """After correction every layer's mean output (after its bias) on the calibration
+    data is the float one's; without it, 2-bit weights and 3-bit activations shift it."""
+    from relay_passes.annotate_quant import _bias_adds
+    from relay_passes.bias_correct import _layer_means
+    from tvmq import zoo
+    from tvmq.evaluate import calibration_set
+    from tvmq.frontend.load import load_model
+
+    mod = load_model(zoo.model_path("imu_cnn1d"))
+    calib = calibration_set("watch-imu", 32)
+    cfg = {"weight": {"scheme": "uniform", "bits": 2}, "activation": {"bits": 3}}
+    plain = tvmq.quantize(mod, QuantConfig(**cfg), calib=calib)
+    fixed = tvmq.quantize(mod, QuantConfig(**cfg, ptq={"bias_correction": "outputs"}),
+                          calib=calib)  # fmt: skip
+    assert all("bias corrected on quantized outputs" in r.note for r in fixed.layers)
+
+    def post_bias_means(m):
+        func = m["main"]
+        biases = _bias_adds(func)
+        pre = _layer_means(m, calib)
+        return [p + biases[s.call].value.numpy().reshape(-1)
+                for p, s in zip(pre, find_weight_sites(func), strict=True)]  # fmt: skip
+
+    want = post_bias_means(mod)
+    e_plain = [np.abs(w - h).mean() for w, h in zip(want, post_bias_means(plain.annotated))]
+    e_fixed = [np.abs(w - h).mean() for w, h in zip(want, post_bias_means(fixed.annotated))]
+    assert all(f < 1e-4 for f in e_fixed), e_fixed
+    assert min(e_plain) > 1e-3, e_plain

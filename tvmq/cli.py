@@ -171,8 +171,10 @@ def _per_layer(items: list[str]) -> tuple[tuple[str, dict], ...]:
 def _ptq_options(p) -> None:
     p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
     p.add_argument(
-        "--bias-correction", action="store_true",
-        help="add each layer's mean output shift from weight quantization to its bias",
+        "--bias-correction", nargs="?", const="outputs", default=None,
+        choices=["weights", "outputs"],
+        help="give back each layer's mean output shift through its bias: measured on the "
+        "quantized network (outputs, the default) or from weight quantization alone",
     )  # fmt: skip
     p.add_argument(
         "--weight-budget", type=int, default=None, metavar="BYTES",

@@ -83,19 +83,31 @@ class PTQConfig:
     Parameters
     ----------
     layerwise : bool
-        Refine each free-form codebook (k-means, quantile) on calibration data so the
-        layer's output error ``||W X - W_hat X||`` is minimal for the chosen codes (ridge
-        least squares per codebook, :func:`tvmq.ptq.refine_levels`). Dense and
-        ``groups=1`` convolution layers; others keep their weight-space codebook.
+        Fit each free-form codebook (k-means, quantile) to the layer's output on
+        calibration data instead of its weights: alternately assign codes with error
+        feedback across columns (``gptq``, :func:`tvmq.ptq.gptq_codes`) and solve the
+        levels that make ``||W X - W_hat X||`` minimal for those codes (ridge least squares
+        per codebook, :func:`tvmq.ptq.refine_levels`). Dense and ``groups=1`` convolution
+        layers; others keep their weight-space codebook.
     ridge : float
         Pull toward the weight-space levels, relative to the mean curvature (0: plain
         least squares; guards against overfitting a few hundred calibration samples).
+    gptq : bool
+        With ``layerwise``: code assignment with error feedback (else nearest level).
+    damp : float
+        Diagonal added to the inputs' second-moment matrix for ``gptq``, relative to its
+        mean (regularizes it for few calibration rows).
+    iterations : int
+        Rounds of codes-then-levels for ``layerwise``.
     max_rows : int
         Calibration rows (samples x output pixels) per layer, sampled at random.
-    bias_correction : bool
-        Add each layer's mean output shift ``(W - W_hat) E[x]`` (``E[x]`` on calibration
-        data) to the bias constant that follows it (:func:`tvmq.ptq.bias.bias_shift`): the
-        quantized layer's mean output then equals the float one's. Any layer kind.
+    bias_correction : {"none", "weights", "outputs"}
+        Give back the mean output shift quantization causes, through the bias constant
+        that follows each layer. ``"weights"``: the shift ``(W - W_hat) E[x]`` of weight
+        quantization alone, from the float inputs (:func:`tvmq.ptq.bias.bias_shift`;
+        cheap). ``"outputs"``: the measured shift of the quantized network (activations
+        too), layer after layer (:func:`relay_passes.bias_correct.correct_bias`; one
+        build and calibration run per layer). ``True`` means ``"outputs"``.
     weight_budget : int, optional
         Mixed precision: pick each layer's weight bits from ``bit_choices`` so that the
         weights (codes + codebooks, plus any layer kept in float) take at most this many
@@ -107,21 +119,40 @@ class PTQConfig:
     fold_bn : bool
         Fold ``batch_norm`` after a convolution into its weight and bias before anything
         else (TVM's ``FoldBatchnormToConv2D``), so the folded weight is what is quantized.
+    cle : bool
+        Cross-layer equalization of consecutive layers joined by ReLU / max pooling
+        (:func:`relay_passes.equalize.cross_layer_equalize`), after batch-norm folding:
+        the float function is unchanged, channel ranges get even.
     """
 
     layerwise: bool = False
     ridge: float = 0.05
+    gptq: bool = True
+    damp: float = 0.01
+    iterations: int = 2
     max_rows: int = 4096
-    bias_correction: bool = False
+    bias_correction: str = "none"
     weight_budget: int | None = None
     bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     fold_bn: bool = True
+    cle: bool = False
 
     def __post_init__(self) -> None:
         from .packing import check_bits
 
         if self.ridge < 0:
             raise ConfigError(f"ridge must be >= 0, got {self.ridge}")
+        bc = self.bias_correction
+        if isinstance(bc, bool):
+            object.__setattr__(self, "bias_correction", "outputs" if bc else "none")
+        elif bc not in ("none", "weights", "outputs"):
+            raise ConfigError(
+                f"bias_correction must be 'none', 'weights' or 'outputs', got {bc!r}"
+            )
+        if self.damp < 0 or self.iterations < 1:
+            raise ConfigError(
+                f"damp must be >= 0 and iterations >= 1, got {self.damp}, {self.iterations}"
+            )
         if self.max_rows < 16:
             raise ConfigError(f"max_rows must be >= 16, got {self.max_rows}")
         if self.weight_budget is not None and (
@@ -139,7 +170,9 @@ class PTQConfig:
     @property
     def needs_data(self) -> bool:
         """Whether a step uses calibration data (mixed precision measures layer errors on it)."""
-        return self.layerwise or self.bias_correction or self.weight_budget is not None
+        return (
+            self.layerwise or self.bias_correction != "none" or self.weight_budget is not None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -268,11 +268,15 @@ def quantize(
         # W * scale becomes one constant (before annotation, so nothing decoded is folded)
         mod = tvm.relax.transform.FoldBatchnormToConv2D()(mod)
         mod = tvm.relax.transform.FoldConstant()(mod)
+    if cfg.ptq.cle:
+        from relay_passes.equalize import cross_layer_equalize
+
+        mod, _ = cross_layer_equalize(mod)
     layer_inputs = None
     if cfg.ptq.needs_data:
         if calib is None:
             steps = [n for n, on in (("layerwise", cfg.ptq.layerwise),
-                     ("bias_correction", cfg.ptq.bias_correction),
+                     ("bias_correction", cfg.ptq.bias_correction != "none"),
                      ("weight_budget", cfg.ptq.weight_budget is not None)) if on]  # fmt: skip
             raise TvmqError(f"ptq {', '.join(steps)} needs calibration data: pass calib=")
         from .ptq.inputs import collect
@@ -282,6 +286,17 @@ def quantize(
     annotated, report = annotate_quant(mod, cfg, layer_inputs)
     if cfg.activation is not None:
         annotated, _ = calibrate(annotated, calib, cfg.activation)
+    if cfg.ptq.bias_correction == "outputs":
+        import dataclasses
+
+        from relay_passes.bias_correct import correct_bias
+
+        annotated, notes = correct_bias(mod, annotated, calib)
+        report = [
+            dataclasses.replace(r, note="; ".join(x for x in (r.note, n) if x))
+            if r.scheme is not None else r
+            for r, n in zip(report, notes, strict=True)
+        ]  # fmt: skip
     return QuantizedModel(
         float_module=mod, annotated=annotated, config=cfg, layers=report, layout=layout
     )

@@ -105,3 +105,69 @@ def output_error(w2d: np.ndarray, what2d: np.ndarray, x: np.ndarray) -> float:
     ref = x @ np.asarray(w2d, np.float64).T
     err = x @ (np.asarray(w2d, np.float64) - np.asarray(what2d, np.float64)).T
     return float((err**2).sum() / max((ref**2).sum(), 1e-30))
+
+
+def _nearest(levels: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Index of the nearest level of each row's sorted codebook: ``levels`` (O, L), ``w``
+    (O,)."""
+    mid = 0.5 * (levels[:, 1:] + levels[:, :-1])  # (O, L-1) decision thresholds
+    return (w[:, None] > mid).sum(axis=1)
+
+
+def gptq_codes(
+    w2d: np.ndarray,
+    levels: np.ndarray,
+    x: np.ndarray,
+    damp: float = 0.01,
+    block: int = 128,
+) -> np.ndarray:
+    """Code assignment with error feedback (GPTQ, Frantar et al. 2023, for codebooks).
+
+    Columns are coded one after another; the output error each one leaves,
+    ``(w - q) / [H^-1]_jj``, is pushed onto the columns not yet coded through the inverse
+    Hessian ``H = X^T X`` (the OBS update), so later columns compensate for earlier ones
+    instead of each rounding to its nearest level alone.
+
+    Parameters
+    ----------
+    w2d : (O, K) float
+        Float weight, one row per output channel.
+    levels : (O, L) float
+        Each row's sorted codebook (a per-tensor codebook repeated per row).
+    x : (N, K) float
+        Calibration inputs (im2col rows for a convolution).
+    damp : float
+        Added to the diagonal of ``H``, relative to its mean: regularizes a Hessian
+        estimated from few rows (and keeps inputs that are always zero harmless).
+    block : int
+        Columns per lazy batch update (speed only; the result is the same).
+
+    Returns
+    -------
+    codes : (O, K) int64
+    """
+    w = np.array(w2d, np.float64)
+    levels = np.asarray(levels, np.float64)
+    x = np.asarray(x, np.float64)
+    if x.shape[1] != w.shape[1] or levels.shape[0] != w.shape[0]:
+        raise DataError(f"shapes disagree: w {w.shape}, levels {levels.shape}, x {x.shape}")
+    o, k = w.shape
+    h = x.T @ x / max(len(x), 1)
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    h += damp * max(float(np.mean(np.diag(h))), 1e-12) * np.eye(k)
+    # upper Cholesky factor of H^-1: row j holds the OBS update of column j onto j+1..
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    codes = np.zeros((o, k), np.int64)
+    for b0 in range(0, k, block):
+        b1 = min(b0 + block, k)
+        err_block = np.zeros((o, b1 - b0))
+        for j in range(b0, b1):
+            idx = _nearest(levels, w[:, j])
+            codes[:, j] = idx
+            q = levels[np.arange(o), idx]
+            err = (w[:, j] - q) / u[j, j]
+            w[:, j + 1 : b1] -= np.outer(err, u[j, j + 1 : b1])
+            err_block[:, j - b0] = err
+        w[:, b1:] -= err_block @ u[b0:b1, b1:]
+    return codes
