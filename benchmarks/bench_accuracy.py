@@ -1,11 +1,19 @@
 """Top-1 accuracy of the shipped models under post-training quantization, on real test data.
 
 For each model of :mod:`tvmq.zoo`: the float model and every (scheme, weight bits,
-activation bits) of the grid, each built by TVM with tvmq's LUT kernels and run on the
-test images (the full test set unless ``--fast``). Calibration uses 256 training images,
-never test data. Each row carries its weight size (codes + codebooks) and one binomial
-standard error; uniform rows are the baseline through the same pipeline with as many
-levels as the codebooks (2^b).
+activation bits, PTQ on/off) of the grid, each built by TVM with tvmq's LUT kernels and
+run on the test split (the full one unless ``fast``). Calibration uses 256 training
+samples, never test data. "PTQ" is the pipeline in seed 004's order: cross-layer
+equalization, MSE-initialized quantizers (always on), layer-wise codebook fitting
+(codes with error feedback, then levels; k-means and quantile) and bias correction on the
+quantized network's outputs. Uniform rows are the baseline through the same pipeline with
+as many levels as the codebooks (2^b). Each row carries its weight size (codes +
+codebooks, as stored), the effective bits per weight and one binomial standard error.
+
+Also: a Table-2-style comparison with TENT (seed 002) on the Fashion-MNIST ConvNet (TFX vs
+Qm.n fixed point, per-tensor, W = A bits, at 8/7/6/5 bits, with our best scheme beside
+them), and one mixed-precision row per model (weight bits chosen under the byte budget
+of the uniform 3-bit model).
 """
 
 from __future__ import annotations
@@ -19,108 +27,241 @@ from tvmq import zoo
 from tvmq.config import QuantConfig
 from tvmq.evaluate import accuracy, calibration_set, load_split, standard_error
 from tvmq.frontend.load import load_model
-from tvmq.io import atomic_write_json
+from tvmq.io import atomic_write_bytes, atomic_write_json
 from tvmq.quantizer import quantize
 
-SCHEMES = ("uniform", "kmeans", "quantile", "nf", "pot", "tfx")
-LOW_BITS = ((8, 8), (6, 6), (5, 5), (4, 8), (4, 4), (3, 8), (3, 3), (2, 8), (2, 2))
-# (scheme, weight bits, activation bits, layer-wise PTQ)
-GRID = (
-    [(s, wb, ab, False) for wb, ab in LOW_BITS for s in ("uniform", "kmeans")]
-    + [(s, wb, wb, False) for wb in (8, 6, 5, 4) for s in ("quantile", "nf", "pot", "tfx")]
-    + [("kmeans", wb, ab, True) for wb, ab in ((4, 4), (3, 3), (2, 8), (2, 2))]
-)
+SCHEMES = ("uniform", "quantile", "kmeans", "tfx", "pot", "nf")
+W_BITS = (8, 6, 5, 4, 3, 2)
+PTQ_ON = {"cle": True, "layerwise": True, "bias_correction": "outputs"}
+# (scheme, weight bits, activation bits, PTQ, granularity)
+GRID = [
+    (s, wb, ab, p, "channel")
+    for s in SCHEMES
+    for wb in W_BITS
+    for ab in sorted({8, wb}, reverse=True)
+    for p in (False, True)
+]
 GRID_FAST = [
-    ("uniform", 4, 8, False), ("kmeans", 4, 8, False), ("kmeans", 4, 4, False),
-    ("uniform", 2, 8, False), ("kmeans", 2, 8, False), ("kmeans", 2, 8, True),
-]  # fmt: skip
+    (s, wb, ab, p, "channel")
+    for wb, ab in ((4, 4), (3, 3), (2, 8), (2, 2))
+    for s in ("uniform", "kmeans")
+    for p in (False, True)
+]
+TENT_MODEL = "fmnist_convnet"
+TENT_BITS = (8, 7, 6, 5)
+# seed 002, Table 2, Fashion-MNIST: bits -> (TFX, fixed point) top-1 %
+TENT_TABLE2 = {8: (92.59, 89.59), 7: (92.47, 88.63), 6: (92.14, 85.31), 5: (89.35, 83.46)}
+TENT_ROWS = [(s, b, b, False, "tensor") for b in TENT_BITS for s in ("tfx", "fixed")] + [
+    ("kmeans", b, b, True, "channel") for b in TENT_BITS
+]
+TEST_FAST = 2000
 
 
 def _grid(fast: bool):
     return GRID_FAST if fast else GRID
 
 
+def total_rows(fast: bool, models=None) -> int:
+    names = list(models or zoo.available())
+    tent = len(TENT_ROWS) if TENT_MODEL in names else 0
+    return len(names) * (len(_grid(fast)) + 1) + tent
+
+
+def _row(mod, spec, calib, x, y, float_acc, budget=None) -> dict:
+    scheme, wb, ab, ptq, gran = spec
+    row = {"scheme": scheme, "w_bits": wb, "a_bits": ab, "ptq": ptq, "granularity": gran}
+    opts = dict(PTQ_ON) if ptq else {}
+    if budget is not None:
+        opts["weight_budget"] = budget
+        row["weight_budget"] = budget
+    cfg = QuantConfig(
+        weight={"scheme": scheme, "bits": wb},
+        granularity=gran,
+        activation={"bits": ab} if ab else None,
+        ptq=opts,
+    )
+    t0 = time.time()
+    try:
+        needs = cfg.activation is not None or cfg.ptq.needs_data
+        qm = quantize(mod, cfg, calib=calib if needs else None).build()
+        acc = accuracy(qm.run, x, y)
+    except Exception as exc:  # a scheme that cannot represent a layer: say so
+        return {**row, "error": f"{type(exc).__name__}: {exc}"}
+    rep = qm.report()
+    n_w = sum(int(np.prod(r["shape"])) for r in rep["layers"] if r.get("bits")) or None
+    q_bytes = sum(r["quant_bytes"] for r in rep["layers"] if r.get("bits"))
+    return {
+        **row,
+        "accuracy": acc,
+        "drop_points": 100 * (float_acc - acc),
+        "stderr_points": 100 * standard_error(acc, len(y)),
+        "weight_bytes": rep["quant_weight_bytes"],
+        "bits_per_weight": 8 * q_bytes / n_w if n_w else None,
+        "layer_bits": [r.get("bits") for r in rep["layers"]],
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
 def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
-    results: dict = {"models": {}, "fast": fast}
+    results: dict = {"models": {}, "fast": fast, "ptq": PTQ_ON}
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save_partial(name, rows):  # an hours-long grid: keep what is measured if stopped
+        atomic_write_json(out_dir / "accuracy.partial.json",
+                          {**results, "partial": {"model": name, "rows": rows}})  # fmt: skip
+
     for name in models or zoo.available():
         meta = zoo.info(name)
         x, y = load_split(meta["dataset"], "test")
         if fast:
-            x, y = x[:1000], y[:1000]
+            x, y = x[:TEST_FAST], y[:TEST_FAST]
         calib = calibration_set(meta["dataset"], 256)
         mod = load_model(zoo.model_path(name))
         t0 = time.time()
         first = quantize(mod, QuantConfig(weight={"scheme": "uniform", "bits": 8}))
         float_acc = accuracy(first.run_float, x, y)
         rows = []
-        for scheme, wb, ab, lw in _grid(fast):
-            act = {"bits": ab} if ab else None
-            cfg = QuantConfig(
-                weight={"scheme": scheme, "bits": wb}, activation=act, ptq={"layerwise": lw}
-            )
-            try:
-                qm = quantize(mod, cfg, calib=calib if (act or lw) else None).build()
-                acc = accuracy(qm.run, x, y)
-            except Exception as exc:  # a scheme that cannot represent a layer: say so
-                rows.append(
-                    {"scheme": scheme, "w_bits": wb, "a_bits": ab, "layerwise": lw,
-                     "error": str(exc)}
-                )  # fmt: skip
-                continue
-            rep = qm.report()
-            n_w = sum(int(np.prod(r["shape"])) for r in rep["layers"] if "shape" in r) or None
-            rows.append(
-                {
-                    "scheme": scheme,
-                    "w_bits": wb,
-                    "a_bits": ab,
-                    "layerwise": lw,
-                    "accuracy": acc,
-                    "drop_points": 100 * (float_acc - acc),
-                    "stderr_points": 100 * standard_error(acc, len(y)),
-                    "weight_bytes": rep["quant_weight_bytes"],
-                    "bits_per_weight": 8 * rep["quant_weight_bytes"] / n_w if n_w else None,
-                }
-            )
+        for spec in _grid(fast):
+            rows.append(_row(mod, spec, calib, x, y, float_acc))
             if progress is not None:
                 progress()
-            # an hour-long grid: keep what is measured if the run is stopped
-            partial = {**results, "partial": {"model": name, "rows": rows}}
-            atomic_write_json(out_dir / "accuracy.partial.json", partial)
+            save_partial(name, rows)
+        # mixed precision: the byte budget of the uniform 3-bit model (the one with A8)
+        ref = next((r for r in rows if (r["scheme"], r["w_bits"], r["a_bits"], r["ptq"])
+                    == ("uniform", 3, 3, False) and "error" not in r), None)  # fmt: skip
+        budget = ref["weight_bytes"] if ref else None
+        mixed = None
+        if budget:
+            mixed = _row(mod, ("kmeans", 4, 8, True, "channel"), calib, x, y, float_acc, budget)
+            mixed["a_bits"] = 8
+        if progress is not None:
+            progress()
+        tent = []
+        if name == TENT_MODEL:
+            for spec in TENT_ROWS:
+                tent.append(_row(mod, spec, calib, x, y, float_acc))
+                if progress is not None:
+                    progress()
+                save_partial(name, rows + tent)
         results["models"][name] = {
             "dataset": meta["dataset"],
-            "test_images": len(y),
+            "test_samples": len(y),
             "float_accuracy": float_acc,
             "float_accuracy_recorded": meta["float_accuracy"],
             "float_weight_bytes": first.report()["float_weight_bytes"],
             "seconds": round(time.time() - t0),
             "rows": rows,
+            "mixed": mixed,
+            "tent": tent,
         }
+        plot(results["models"][name], name, out_dir / f"accuracy_{name}.png")
+    (out_dir / "accuracy.partial.json").unlink(missing_ok=True)
     return results
+
+
+def plot(m: dict, name: str, path: Path) -> None:
+    """Accuracy vs weight bits per scheme (W = A bits; PTQ solid, without dashed)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    colors = dict(zip(SCHEMES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for scheme in SCHEMES:
+        for ptq, style in ((True, "-"), (False, "--")):
+            pts = sorted(
+                (r["w_bits"], 100 * r["accuracy"])
+                for r in m["rows"]
+                if r["scheme"] == scheme and r["ptq"] == ptq and "accuracy" in r
+                and r["a_bits"] == r["w_bits"]
+            )  # fmt: skip
+            if pts:
+                bx, by = zip(*pts, strict=True)
+                label = f"{scheme}{' + PTQ' if ptq else ''}"
+                ax.plot(bx, by, style, marker="o", ms=3, color=colors[scheme], label=label)
+    ax.axhline(100 * m["float_accuracy"], color="k", lw=0.8, label="float")
+    ax.set_xlabel("bits (weights = activations)")
+    ax.set_ylabel("top-1 accuracy %")
+    ax.set_title(f"{name}: {m['test_samples']} test samples")
+    lo = min([100 * r["accuracy"] for r in m["rows"] if "accuracy" in r] + [100])
+    ax.set_ylim(max(lo - 2, 0), 100 * m["float_accuracy"] + 2)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _line(r: dict) -> str:
+    head = f"| {r['scheme']} | {r['w_bits']} | {r['a_bits']} | {'yes' if r['ptq'] else ''} |"
+    if "error" in r:
+        return head + f" error: {r['error'][:60]} | | | |"
+    bpw = f"{r['bits_per_weight']:.2f}" if r["bits_per_weight"] else ""
+    return head + (
+        f" {100 * r['accuracy']:.2f} | {r['drop_points']:+.2f} ± {r['stderr_points']:.2f} | "
+        f"{r['weight_bytes'] / 1024:.1f} | {bpw} |"
+    )
 
 
 def markdown(results: dict) -> str:
     lines = ["# Post-training quantization accuracy (top-1, TVM LUT kernels on the host)", ""]
+    lines += [
+        f"PTQ = {', '.join(f'{k}={v}' for k, v in results['ptq'].items())} (MSE-initialized "
+        "quantizers always). Per-channel weights, per-tensor uniform activations, 256 "
+        "calibration samples from the train split. Drop in points vs float (± one "
+        "binomial standard error). bits/weight counts codes and codebooks (fp32 levels) of "
+        "the quantized layers.",
+        "",
+    ]
     for name, m in results["models"].items():
         lines += [
-            f"## {name} ({m['dataset']}, {m['test_images']} test images)",
+            f"## {name} ({m['dataset']}, {m['test_samples']} test samples)",
             "",
-            f"Float: {100 * m['float_accuracy']:.2f} %. Drop in points (± one standard error).",
+            f"Float: {100 * m['float_accuracy']:.2f} %; float weights "
+            f"{m['float_weight_bytes'] / 1024:.1f} KiB. Plot: `accuracy_{name}.png`.",
             "",
             "| scheme | W | A | PTQ | accuracy % | drop | weight KiB | bits/weight |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for r in m["rows"]:
+        lines += [_line(r) for r in m["rows"]]
+        if m.get("mixed"):
+            r = m["mixed"]
+            lines += ["", f"Mixed precision (k-means + PTQ, A8, budget {r['weight_budget']} B = "
+                      "the uniform 3-bit model's size):", ""]  # fmt: skip
             if "error" in r:
-                lines.append(f"| {r['scheme']} | {r['w_bits']} | {r['a_bits']} | | error: "
-                             f"{r['error'][:60]} | | | |")  # fmt: skip
-                continue
-            bpw = f"{r['bits_per_weight']:.2f}" if r["bits_per_weight"] else ""
-            lines.append(
-                f"| {r['scheme']} | {r['w_bits']} | {r['a_bits']} | "
-                f"{'layer-wise' if r['layerwise'] else ''} | {100 * r['accuracy']:.2f} | "
-                f"{r['drop_points']:+.2f} ± {r['stderr_points']:.2f} | "
-                f"{r['weight_bytes'] / 1024:.1f} | {bpw} |"
-            )
+                lines.append(f"error: {r['error']}")
+            else:
+                lines.append(
+                    f"accuracy {100 * r['accuracy']:.2f} % (drop {r['drop_points']:+.2f} ± "
+                    f"{r['stderr_points']:.2f}), {r['weight_bytes']} B, layer bits "
+                    f"{r['layer_bits']}"
+                )
+        if m.get("tent"):
+            lines += [
+                "",
+                "Against TENT (seed 002, Table 2, Fashion-MNIST; their model, not ours: "
+                "compare drops). Per-tensor TFX and Qm.n fixed point, weights and "
+                "activations at the same bits (activations: tvmq's uniform quantizer), and "
+                "per-channel k-means + PTQ:",
+                "",
+                "| bits | TENT TFX | TENT fixed | tvmq tfx | tvmq fixed | tvmq kmeans+PTQ |",
+                "|---|---|---|---|---|---|",
+            ]
+            by = {(r["scheme"], r["w_bits"]): r for r in m["tent"]}
+
+            def cell(r):
+                return "error" if r is None or "error" in r else f"{100 * r['accuracy']:.2f}"
+
+            for b in TENT_BITS:
+                t, f = TENT_TABLE2[b]
+                lines.append(
+                    f"| {b} | {t:.2f} | {f:.2f} | {cell(by.get(('tfx', b)))} | "
+                    f"{cell(by.get(('fixed', b)))} | {cell(by.get(('kmeans', b)))} |"
+                )
         lines.append("")
     return "\n".join(lines)

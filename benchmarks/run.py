@@ -24,11 +24,18 @@ def main(argv: list[str] | None = None) -> int:
         "--models", type=Path, default=REPO.parent / "shared" / "models" / "mlperf_tiny"
     )
     parser.add_argument(
-        "--fast", action="store_true", help="accuracy on 1,000 test images and a small grid"
+        "--fast",
+        action="store_true",
+        help="accuracy on 2,000 test samples and a small grid (uniform / k-means at "
+        "W4A4, W3A3, W2A8, W2A2, with and without PTQ)",
     )
     parser.add_argument(
         "--only", choices=["schemes", "device", "accuracy", "tuning"],
         help="run one benchmark only",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model", action="append", default=None, dest="zoo_models", metavar="NAME",
+        help="accuracy benchmark: only this shipped model (repeatable; default all)",
     )  # fmt: skip
     parser.add_argument(
         "--trials", type=int, default=None,
@@ -52,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "accuracy"):
         from rich.progress import Progress
 
-        grid = len(bench_accuracy._grid(args.fast))
+        grid = bench_accuracy.total_rows(args.fast, args.zoo_models)
         with Progress(console=console) as bar:
             task = bar.add_task("PTQ accuracy (shipped models)", total=grid)
-            acc = bench_accuracy.run(args.out, args.fast, progress=lambda: bar.advance(task))
+            acc = bench_accuracy.run(
+                args.out, args.fast, progress=lambda: bar.advance(task), models=args.zoo_models
+            )
         atomic_write_json(args.out / "accuracy.json", acc)
         atomic_write_text(args.out / "accuracy.md", bench_accuracy.markdown(acc))
         console.print(bench_accuracy.markdown(acc))

@@ -269,11 +269,12 @@ def test_gptq_codes_beat_nearest_codes_on_held_out_rows():
     assert codes.min() >= 0 and codes.max() < cb.levels.shape[1]
 
 
-def test_output_bias_correction_matches_the_float_means_layer_by_layer():
-    """After correction every layer's mean output (after its bias) on the calibration
-    data is the float one's; without it, 2-bit weights and 3-bit activations shift it."""
+def test_output_bias_correction_matches_what_the_next_layer_reads():
+    """After correction each layer's mean output on the calibration data, after its ReLU
+    where it has one (before it for the logits), is the float one's; without it, 2-bit
+    weights and 3-bit activations shift it."""
     from relay_passes.annotate_quant import _bias_adds
-    from relay_passes.bias_correct import _layer_means
+    from relay_passes.bias_correct import _relu_fed, layer_outputs
     from tvmq import zoo
     from tvmq.evaluate import calibration_set
     from tvmq.frontend.load import load_model
@@ -284,17 +285,32 @@ def test_output_bias_correction_matches_the_float_means_layer_by_layer():
     plain = tvmq.quantize(mod, QuantConfig(**cfg), calib=calib)
     fixed = tvmq.quantize(mod, QuantConfig(**cfg, ptq={"bias_correction": "outputs"}),
                           calib=calib)  # fmt: skip
-    assert all("bias corrected on quantized outputs" in r.note for r in fixed.layers)
+    notes = [r.note for r in fixed.layers]
+    assert all("bias corrected on quantized outputs after its ReLU" in n for n in notes[:3])
+    assert notes[3].endswith("bias corrected on quantized outputs")  # logits: no ReLU
 
-    def post_bias_means(m):
+    def read_means(m):
         func = m["main"]
-        biases = _bias_adds(func)
-        pre = _layer_means(m, calib)
-        return [p + biases[s.call].value.numpy().reshape(-1)
-                for p, s in zip(pre, find_weight_sites(func), strict=True)]  # fmt: skip
+        biases, relu = _bias_adds(func), _relu_fed(func)
+        out = []
+        for y, site in zip(layer_outputs(m, calib), find_weight_sites(func), strict=True):
+            y = y + biases[site.call].value.numpy().reshape(-1)
+            out.append((np.maximum(y, 0) if site.call in relu else y).mean(0))
+        return out
 
-    want = post_bias_means(mod)
-    e_plain = [np.abs(w - h).mean() for w, h in zip(want, post_bias_means(plain.annotated))]
-    e_fixed = [np.abs(w - h).mean() for w, h in zip(want, post_bias_means(fixed.annotated))]
-    assert all(f < 1e-4 for f in e_fixed), e_fixed
-    assert min(e_plain) > 1e-3, e_plain
+    want = read_means(mod)
+    e_plain = [np.abs(w - h).mean() for w, h in zip(want, read_means(plain.annotated))]
+    e_fixed = [np.abs(w - h).mean() for w, h in zip(want, read_means(fixed.annotated))]
+    assert all(f < 1e-3 for f in e_fixed), e_fixed
+    assert all(p > 5 * f for p, f in zip(e_plain, e_fixed, strict=True)), (e_plain, e_fixed)
+
+
+def test_relu_matching_shift_solves_the_rectified_mean():
+    from relay_passes.bias_correct import relu_matching_shift
+
+    rng = np.random.default_rng(8)
+    q = rng.normal(size=(5000, 3)) + np.array([0.5, -1.0, 2.0])
+    want = np.array([0.3, 0.1, 2.5])
+    d = relu_matching_shift(q, want)
+    np.testing.assert_allclose(np.maximum(q + d, 0).mean(0), want, rtol=1e-6)
+    assert relu_matching_shift(q, np.zeros(3)).tolist() == [0, 0, 0]  # dead float channels

@@ -5,10 +5,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import tvmq
-from tvmq.schemes import KMeansConfig, UniformConfig
+from tvmq.metrics import sqnr_db
+from tvmq.schemes import KMeansConfig, UniformConfig, make_config
 from tvmq.schemes._search import nearest_mse
 
-SCHEMES = ["uniform", "quantile", "kmeans", "tfx", "pot", "nf"]
+SCHEMES = ["uniform", "quantile", "kmeans", "tfx", "pot", "nf", "fixed"]
 finite32 = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 
@@ -136,7 +137,7 @@ def test_pot_levels_are_powers_of_two():
 
 
 def test_registry_and_config_errors():
-    with pytest.raises(tvmq.UnknownNameError, match="known schemes: kmeans, nf, pot"):
+    with pytest.raises(tvmq.UnknownNameError, match="known schemes: fixed, kmeans, nf, pot"):
         tvmq.fit(np.ones(4), "lloyd")
     with pytest.raises(tvmq.ConfigError, match="bits"):
         tvmq.fit(np.ones(4), "kmeans", bits=9)
@@ -184,3 +185,20 @@ def test_custom_scheme_registers():
     assert "test-sign" in tvmq.list_schemes()
     cb = tvmq.fit(np.array([-2.0, 1.0, 3.0]), "test-sign", bits=2)
     np.testing.assert_allclose(cb.quantize(np.array([-2.0, 1.0, 3.0])), [-2, 2, 2])
+
+
+def test_fixed_point_is_a_power_of_two_grid_that_covers_the_range():
+    """Qm.n (TENT's baseline): 2^b levels k * 2^-n, n chosen by MSE near the covering n."""
+    rng = np.random.default_rng(0)
+    w = rng.laplace(size=2000) * 0.05
+    cb = make_config({"scheme": "fixed", "bits": 6, "axis": None}).fit(w)
+    lv = cb.levels[0]
+    step = lv[1] - lv[0]
+    n = cb.meta["groups"][0]["frac_bits"]
+    assert step == 2.0**-n and lv.size == 64
+    np.testing.assert_allclose(np.diff(lv), step)
+    assert lv[0] == -32 * step  # two's complement: one more negative level
+    # n is at least the covering one: nothing smaller would be better than the covering grid
+    cover = int(np.floor(np.log2(31 / np.abs(w).max())))
+    assert n >= cover
+    assert sqnr_db(w, cb.decode(cb.encode(w))) > 20

@@ -146,9 +146,7 @@ class PTQConfig:
         if isinstance(bc, bool):
             object.__setattr__(self, "bias_correction", "outputs" if bc else "none")
         elif bc not in ("none", "weights", "outputs"):
-            raise ConfigError(
-                f"bias_correction must be 'none', 'weights' or 'outputs', got {bc!r}"
-            )
+            raise ConfigError(f"bias_correction must be 'none', 'weights' or 'outputs', got {bc!r}")
         if self.damp < 0 or self.iterations < 1:
             raise ConfigError(
                 f"damp must be >= 0 and iterations >= 1, got {self.damp}, {self.iterations}"
@@ -170,9 +168,7 @@ class PTQConfig:
     @property
     def needs_data(self) -> bool:
         """Whether a step uses calibration data (mixed precision measures layer errors on it)."""
-        return (
-            self.layerwise or self.bias_correction != "none" or self.weight_budget is not None
-        )
+        return self.layerwise or self.bias_correction != "none" or self.weight_budget is not None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -1,7 +1,8 @@
 """Quantization schemes: each a dataclass config registered by name.
 
 Importing this package registers the built-in schemes: ``uniform``, ``quantile``,
-``kmeans``, ``tfx``, ``pot`` and ``nf``. Register your own with :func:`register_scheme`.
+``kmeans``, ``tfx``, ``pot``, ``nf`` and ``fixed`` (Qm.n fixed point). Register your own
+with :func:`register_scheme`.
 """
 
 from .base import (
@@ -14,6 +15,7 @@ from .base import (
     make_config,
     register_scheme,
 )
+from .fixed import FixedPointConfig
 from .kmeans import KMeansConfig
 from .nf import NFConfig
 from .pot import PoTConfig
@@ -22,6 +24,7 @@ from .tfx import TFXConfig, tfx_codebook, tfx_decode, tfx_encode, tfx_levels, tf
 from .uniform import UniformConfig
 
 __all__ = [
+    "FixedPointConfig",
     "GroupFit",
     "KMeansConfig",
     "NFConfig",
