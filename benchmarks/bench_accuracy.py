@@ -4,7 +4,8 @@ For each model of :mod:`tvmq.zoo`: the float model and every (scheme, weight bit
 activation bits, PTQ on/off) of the grid, each built by TVM with tvmq's LUT kernels and
 run on the test split (the full one unless ``fast``). Calibration uses 256 training
 samples, never test data. "PTQ" is the pipeline in seed 004's order: cross-layer
-equalization, MSE-initialized quantizers (always on), layer-wise codebook fitting
+equalization (weights, then activation-aware where it pays), MSE-initialized quantizers
+(always on), layer-wise codebook fitting
 (codes with error feedback, then levels; k-means and quantile) and bias correction on the
 quantized network's outputs. Uniform rows are the baseline through the same pipeline with
 as many levels as the codebooks (2^b). Each row carries its weight size (codes +
@@ -32,7 +33,7 @@ from tvmq.quantizer import quantize
 
 SCHEMES = ("uniform", "quantile", "kmeans", "tfx", "pot", "nf")
 W_BITS = (8, 6, 5, 4, 3, 2)
-PTQ_ON = {"cle": True, "layerwise": True, "bias_correction": "outputs"}
+PTQ_ON = {"cle": True, "cle_activations": True, "layerwise": True, "bias_correction": "outputs"}
 # (scheme, weight bits, activation bits, PTQ, granularity)
 GRID = [
     (s, wb, ab, p, "channel")

@@ -148,3 +148,99 @@ def cross_layer_equalize(mod: tvm.IRModule, iterations: int = 4) -> tuple[tvm.IR
     mutator.builder_.update_func(gv, mutator.visit_expr(func))
     report = [Pair(a.name, b.name, a.axis, _in_axis(b), bias) for a, b, bias in pairs]
     return mutator.builder_.get(), report
+
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _channel_cols(k: int, channels: int) -> np.ndarray:
+    """Channel of each of the ``k`` columns of a layer's input rows (``(C, kh, kw)``)."""
+    return np.repeat(np.arange(channels), k // channels)
+
+
+def _local_error(x, w2d, groups, s_cols, s_rows, weight_cfg, act_bits) -> float:
+    """Relative output error of layer ``B`` with its input scaled by ``1 / s_cols`` and
+    its weight by ``s_rows`` (per column, or per row for a depthwise layer), both
+    quantized: the input per tensor (uniform, MSE range), the weight per row."""
+    from tvmq.ptq.inputs import layer_output
+    from tvmq.schemes import UniformConfig, make_config
+
+    xs = x / s_cols
+    ws = w2d * (s_rows[:, None] if s_rows is not None else s_cols[None, : w2d.shape[1]])
+    fit = UniformConfig(bits=act_bits, symmetric=False, init="mse").fit_group(
+        xs.reshape(-1)[:: max(1, xs.size // 50_000)].astype(np.float64), None
+    )
+    scale, zero = fit.meta["scale"], fit.meta["zero_point"]
+    if scale > 0:
+        xq = (np.clip(np.round(xs / scale) + zero, 0, (1 << act_bits) - 1) - zero) * scale
+    else:
+        xq = xs
+    cb = make_config({**weight_cfg, "axis": 0}).fit(ws)
+    wq = cb.decode(cb.encode(ws))
+    ref = layer_output(x, w2d, groups)
+    err = ref - layer_output(xq, wq, groups)
+    return float((err**2).sum() / max((ref**2).sum(), 1e-30))
+
+
+def equalize_activations(
+    mod: tvm.IRModule, layer_inputs: dict, weight_cfg: dict, act_bits: int, alphas=ALPHAS
+) -> tuple[tvm.IRModule, dict[str, float]]:
+    """Activation-aware equalization, after :func:`cross_layer_equalize`.
+
+    Weight equalization evens the *weights'* channel ranges; a per-tensor activation
+    quantizer between two layers suffers from uneven *activation* channel ranges ``r``.
+    For each pair the scale ``s = (r / geomean(r)) ** a`` is tried for each ``a`` of
+    ``alphas`` (0: keep the weight equalization, 1: equal activation ranges, at the cost
+    of uneven columns in the second layer's weight), and the ``a`` whose second layer has
+    the least output error with both its input and its weight quantized (``act_bits``,
+    ``weight_cfg``; measured on its calibration rows ``layer_inputs``,
+    :func:`tvmq.ptq.inputs.collect` of ``mod``) is applied. Returns the module and
+    ``{second layer: chosen a}``.
+    """
+    from tvmq.ptq.inputs import supported, weight_to_2d
+
+    func = mod["main"]
+    sites = find_weight_sites(func)
+    index = {s.call: i for i, s in enumerate(sites)}
+    values: dict = {}
+
+    def get(const):
+        return values[const] if const in values else const.value.numpy()
+
+    chosen = {}
+    for a, b, bias in find_pairs(func):
+        data, how = layer_inputs.get(index[b.call]), supported(b)
+        if data is None or how is None:
+            continue
+        in_axis = _in_axis(b)
+        channels = b.shape[in_axis]
+        w2d, _ = weight_to_2d(get(b.const), how)
+        x = data.rows.astype(np.float64)
+        cols = _channel_cols(x.shape[1], channels)
+        r = np.zeros(channels)
+        np.maximum.at(r, cols, np.abs(x).max(axis=0))
+        r = np.maximum(r, 1e-3 * max(r.max(), 1e-30))
+        geo = np.exp(np.log(r).mean())
+        best = None
+        for alpha in alphas:
+            s = np.clip((r / geo) ** alpha, 1e-2, 1e2)
+            s_rows = s if data.groups > 1 else None
+            e = _local_error(x, w2d, data.groups, s[cols], s_rows, weight_cfg, act_bits)
+            if best is None or e < best[0] - 1e-12:
+                best = (e, alpha, s)
+        _, alpha, s = best
+        chosen[b.name] = alpha
+        if alpha == 0.0:
+            continue
+        values[a.const] = scale_along(get(a.const), a.axis, 1.0 / s)
+        values[b.const] = scale_along(get(b.const), in_axis, s)
+        if bias is not None:
+            bv = get(bias)
+            values[bias] = (bv.reshape(-1) / s).astype(np.float32).reshape(bv.shape)
+    if not values:
+        return mod, chosen
+    new = {c: relax.const(v.astype(np.float32), "float32") for c, v in values.items()}
+    gv = mod.get_global_var("main")
+    mutator = _Replace(mod, new)
+    mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get(), chosen

@@ -123,6 +123,10 @@ class PTQConfig:
         Cross-layer equalization of consecutive layers joined by ReLU / max pooling
         (:func:`relay_passes.equalize.cross_layer_equalize`), after batch-norm folding:
         the float function is unchanged, channel ranges get even.
+    cle_activations : bool
+        With ``cle`` and quantized activations: then rescale each pair toward even
+        *activation* channel ranges, as far as the second layer's quantized output error
+        on calibration data says it pays (:func:`relay_passes.equalize.equalize_activations`).
     """
 
     layerwise: bool = False
@@ -136,6 +140,7 @@ class PTQConfig:
     bit_choices: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
     fold_bn: bool = True
     cle: bool = False
+    cle_activations: bool = False
 
     def __post_init__(self) -> None:
         from .packing import check_bits

@@ -272,6 +272,20 @@ def quantize(
         from relay_passes.equalize import cross_layer_equalize
 
         mod, _ = cross_layer_equalize(mod)
+        if cfg.ptq.cle_activations and cfg.activation is not None:
+            from relay_passes.equalize import equalize_activations
+
+            from .ptq.inputs import collect
+
+            if calib is None:
+                raise TvmqError("ptq cle_activations needs calibration data: pass calib=")
+            calib = list(calib)
+            weight = {
+                k: v for k, v in cfg.weight.to_dict().items() if k not in ("axis", "group_size")
+            }
+            mod, _ = equalize_activations(
+                mod, collect(mod, calib, cfg.ptq.max_rows), weight, cfg.activation.bits
+            )
     layer_inputs = None
     if cfg.ptq.needs_data:
         if calib is None:
