@@ -110,3 +110,15 @@ def test_eval_reports_float_and_quantized_accuracy_on_real_data():
     assert abs(rep["drop_points"]) <= 15  # 4-bit uniform weights, activations float
     r = run("eval", str(zoo.model_path("fmnist_convnet")), "--samples", "0")
     assert r.returncode == 1 and "--samples must be at least 1" in r.stderr
+
+
+def test_eval_with_the_ptq_pipeline_and_a_weight_budget_on_imu_data():
+    from tvmq import zoo
+
+    r = run("eval", str(zoo.model_path("imu_cnn1d")), "--config", "w2-kmeans-a8",
+            "--data", "watch-imu", "--samples", "200", "--ptq", "--weight-budget", "150000",
+            "--calib-samples", "32", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["samples"] == 200 and rep["float_accuracy"] > 0.7
+    assert abs(rep["drop_points"]) <= 10

@@ -168,7 +168,19 @@ def _per_layer(items: list[str]) -> tuple[tuple[str, dict], ...]:
     return tuple(out)
 
 
+PTQ_PIPELINE = {"cle": True, "cle_activations": True, "layerwise": True,
+                "bias_correction": "outputs"}  # fmt: skip
+
+
 def _ptq_options(p) -> None:
+    p.add_argument(
+        "--ptq", action="store_true",
+        help="the whole PTQ pipeline: --cle, --layerwise, --bias-correction outputs",
+    )  # fmt: skip
+    p.add_argument(
+        "--cle", action="store_true",
+        help="cross-layer equalization (then activation-aware, with quantized activations)",
+    )  # fmt: skip
     p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
     p.add_argument(
         "--bias-correction", nargs="?", const="outputs", default=None,
@@ -192,7 +204,10 @@ def _config_from_args(args):
             raise TvmqError("--fixed-point needs a config with activations (e.g. w4-kmeans-a8)")
         cfg = fixed_point(cfg)
     changes = {}
-    ptq = {
+    ptq = dict(PTQ_PIPELINE) if getattr(args, "ptq", False) else {}
+    if getattr(args, "cle", False):
+        ptq.update(cle=True, cle_activations=True)
+    ptq |= {
         k: v
         for k, v in (
             ("layerwise", getattr(args, "layerwise", False)),
@@ -225,6 +240,8 @@ def _quantized(args, default_layout: str | None = "keep"):
             for opt, value in (
                 ("--config", args.config),
                 ("--fixed-point", args.fixed_point),
+                ("--ptq", getattr(args, "ptq", False)),
+                ("--cle", getattr(args, "cle", False)),
                 ("--layerwise", getattr(args, "layerwise", False)),
                 ("--bias-correction", getattr(args, "bias_correction", False)),
                 ("--weight-budget", getattr(args, "weight_budget", None)),
