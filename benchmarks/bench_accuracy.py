@@ -65,7 +65,7 @@ def _grid(fast: bool):
 def total_rows(fast: bool, models=None) -> int:
     names = list(models or zoo.available())
     tent = len(TENT_ROWS) if TENT_MODEL in names else 0
-    return len(names) * (len(_grid(fast)) + 1) + tent
+    return len(names) * (len(_grid(fast)) + 2) + tent
 
 
 def _row(mod, spec, calib, x, y, float_acc, budget=None) -> dict:
@@ -100,6 +100,33 @@ def _row(mod, spec, calib, x, y, float_acc, budget=None) -> dict:
         "bits_per_weight": 8 * q_bytes / n_w if n_w else None,
         "layer_bits": [r.get("bits") for r in rep["layers"]],
         "seconds": round(time.time() - t0, 1),
+    }
+
+
+DRAW_SPEC = ("kmeans", 4, 4, True, "channel")
+DRAW_SEEDS = (0, 1, 2)
+
+
+def calibration_draws(name: str, fast: bool, spec=DRAW_SPEC, seeds=DRAW_SEEDS) -> dict:
+    """One row of the grid repeated over independent calibration draws (seed 0 is the
+    grid's): how much of a difference between rows is the calibration set's luck."""
+    meta = zoo.info(name)
+    x, y = load_split(meta["dataset"], "test")
+    if fast:
+        x, y = x[:TEST_FAST], y[:TEST_FAST]
+    mod = load_model(zoo.model_path(name))
+    float_acc = accuracy(quantize(mod, "w8-uniform").run_float, x, y)
+    drops = []
+    for seed in seeds:
+        row = _row(mod, spec, calibration_set(meta["dataset"], 256, seed=seed), x, y, float_acc)
+        drops.append(row.get("drop_points"))
+    ok = [d for d in drops if d is not None]
+    return {
+        "spec": list(spec),
+        "seeds": list(seeds),
+        "drop_points": drops,
+        "mean": float(np.mean(ok)) if ok else None,
+        "std": float(np.std(ok, ddof=1)) if len(ok) > 1 else None,
     }
 
 
@@ -144,6 +171,9 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
                 if progress is not None:
                     progress()
                 save_partial(name, rows + tent)
+        draws = calibration_draws(name, fast)
+        if progress is not None:
+            progress()
         results["models"][name] = {
             "dataset": meta["dataset"],
             "test_samples": len(y),
@@ -154,6 +184,7 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
             "rows": rows,
             "mixed": mixed,
             "tent": tent,
+            "draws": draws,
         }
         plot(results["models"][name], name, out_dir / f"accuracy_{name}.png")
     (out_dir / "accuracy.partial.json").unlink(missing_ok=True)
@@ -242,6 +273,15 @@ def markdown(results: dict) -> str:
                     f"{r['stderr_points']:.2f}), {r['weight_bytes']} B, layer bits "
                     f"{r['layer_bits']}"
                 )
+        if m.get("draws"):
+            d = m["draws"]
+            spec = (
+                f"{d['spec'][0]} W{d['spec'][1]}A{d['spec'][2]}{' + PTQ' if d['spec'][3] else ''}"
+            )
+            drops = ", ".join("error" if v is None else f"{v:+.2f}" for v in d["drop_points"])
+            spread = f"{d['mean']:+.2f} ± {d['std']:.2f}" if d["std"] is not None else "n/a"
+            lines += ["", f"Calibration draws ({spec}, seeds {d['seeds']}): drops {drops}; "
+                      f"mean ± sd {spread} points.", ""]  # fmt: skip
         if m.get("tent"):
             lines += [
                 "",

@@ -36,6 +36,8 @@ from tvmq.kernels import lut_decode_reference, snap_levels
 from tvmq.metrics import sqnr_db
 from tvmq.ops import dequantize, lut_decode, lut_decode_constants, quantize
 
+from ._graph import bindings_and_uses, op_name
+
 _CONV = {"relax.nn.conv2d": "conv2d", "relax.nn.conv1d": "conv1d"}
 
 
@@ -220,26 +222,10 @@ def _layer_error(w_store, w_hat, how, data) -> float:
 def _bias_adds(func: relax.Function) -> dict:
     """``{conv/matmul call: bias constant}`` for calls whose result is only consumed by
     ``R.add(result, constant)``."""
-    bound, uses = {}, {}
-
-    @expr_functor.visitor
-    class _Uses(PyExprVisitor):
-        def visit_var_binding_(self, binding):
-            bound[binding.var] = binding.value
-            super().visit_var_binding_(binding)
-
-        def visit_var_(self, var):
-            uses[var] = uses.get(var, 0) + 1
-
-        def visit_dataflow_var_(self, var):
-            uses[var] = uses.get(var, 0) + 1
-
-    _Uses().visit_expr(func)
+    bound, uses = bindings_and_uses(func)
     out = {}
     for value in bound.values():
-        if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)):
-            continue
-        if value.op.name != "relax.add" or not _is_const(value.args[1]):
+        if op_name(value) != "relax.add" or not _is_const(value.args[1]):
             continue
         src = value.args[0]
         call = bound.get(src) if isinstance(src, relax.Var) else None

@@ -22,9 +22,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ._graph import bindings_and_uses, op_name
 from .annotate_quant import _bias_adds, _corrected_bias, find_weight_sites
 from .calibrate import run_samples, with_extra_outputs
-from .equalize import _graph, _op, _Replace
+from .equalize import _Replace
 
 ROWS_PER_SAMPLE = 64
 
@@ -37,14 +38,14 @@ def _channel_axis(site) -> int:
 
 def _relu_fed(func: relax.Function) -> set:
     """Weight-site calls whose bias add is read by a ReLU alone."""
-    bound, uses = _graph(func)
+    bound, uses = bindings_and_uses(func)
     out = set()
     for value in bound.values():
-        if _op(value) != "relax.nn.relu" or not isinstance(value.args[0], relax.Var):
+        if op_name(value) != "relax.nn.relu" or not isinstance(value.args[0], relax.Var):
             continue
         add_var = value.args[0]
         add = bound.get(add_var)
-        if _op(add) != "relax.add" or uses.get(add_var, 0) != 1:
+        if op_name(add) != "relax.add" or uses.get(add_var, 0) != 1:
             continue
         src = add.args[0]
         if isinstance(src, relax.Var) and src in bound:
@@ -58,7 +59,7 @@ def layer_outputs(mod: tvm.IRModule, calib, seed: int = 0) -> list[np.ndarray | 
     mod = relax.transform.ToNonDataflow()(mod)
     func = mod["main"]
     sites = find_weight_sites(func)
-    bound, _ = _graph(func)
+    bound, _ = bindings_and_uses(func)
     var_of = {value: var for var, value in bound.items()}
     taps = [(i, var_of[s.call]) for i, s in enumerate(sites) if s.call in var_of]
     tap_mod = with_extra_outputs(mod, func, [v for _, v in taps])

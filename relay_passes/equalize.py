@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
+from tvm.relax import PyExprMutator, expr_functor
 
 from tvmq.ptq.equalize import equalization_scales, scale_along
 
+from ._graph import bindings_and_uses, op_name
 from .annotate_quant import find_weight_sites
 
 _HOMOGENEOUS = {"relax.nn.relu", "relax.nn.max_pool2d", "relax.nn.max_pool1d"}
@@ -39,31 +40,6 @@ class Pair:
     bias: object  # the bias constant of the first layer, or None
 
 
-def _graph(func):
-    bound, uses = {}, {}
-
-    @expr_functor.visitor
-    class _Info(PyExprVisitor):
-        def visit_var_binding_(self, binding):
-            bound[binding.var] = binding.value
-            super().visit_var_binding_(binding)
-
-        def visit_var_(self, var):
-            uses[var] = uses.get(var, 0) + 1
-
-        def visit_dataflow_var_(self, var):
-            uses[var] = uses.get(var, 0) + 1
-
-    _Info().visit_expr(func)
-    return bound, uses
-
-
-def _op(value) -> str:
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name
-    return ""
-
-
 def _in_axis(site) -> int | None:
     if site.kind == "dense":
         return 1 - site.axis
@@ -77,7 +53,7 @@ def _in_axis(site) -> int | None:
 
 def find_pairs(func: relax.Function) -> list[tuple]:
     """``[(site A, site B, bias constant of A or None)]`` as the module doc describes."""
-    bound, uses = _graph(func)
+    bound, uses = bindings_and_uses(func)
     sites = [s for s in find_weight_sites(func) if s.const is not None]
     by_call = {s.call: s for s in sites}
     pairs = []
@@ -87,12 +63,12 @@ def find_pairs(func: relax.Function) -> list[tuple]:
         v, bias = b.call.args[0], None
         while isinstance(v, relax.Var) and uses.get(v, 0) == 1 and v in bound:
             value = bound[v]
-            if _op(value) in _HOMOGENEOUS:
+            if op_name(value) in _HOMOGENEOUS:
                 v = value.args[0]
                 continue
             if (
                 bias is None
-                and _op(value) == "relax.add"
+                and op_name(value) == "relax.add"
                 and isinstance(value.args[1], tvm.ir.GenericConst)
             ):
                 bias, v = value.args[1], value.args[0]

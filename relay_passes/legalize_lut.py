@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
+from tvm.relax import PyExprMutator, expr_functor
 
 from tvmq.kernels import (
     ZP_FOLDED,
@@ -54,6 +54,8 @@ from tvmq.ops import (
     spec_of,
 )
 
+from ._graph import bindings_and_uses
+
 _LAYERS = ("relax.nn.conv2d", "relax.nn.conv1d", "relax.matmul")
 
 
@@ -73,21 +75,7 @@ def _requant_chains(func: relax.Function) -> tuple[dict, dict]:
     keeps the float epilogue and pools inside (:func:`lut_conv_int_avgpool_compute`).
     The pool entry of a chain is ``(pool call, reshape call or None)``.
     """
-    bound, uses = {}, {}
-
-    @expr_functor.visitor
-    class _Scan(PyExprVisitor):
-        def visit_var_binding_(self, binding):
-            bound[binding.var] = binding.value
-            super().visit_var_binding_(binding)
-
-        def visit_var_(self, var):
-            uses[var] = uses.get(var, 0) + 1
-
-        def visit_dataflow_var_(self, var):
-            uses[var] = uses.get(var, 0) + 1
-
-    _Scan().visit_expr(func)
+    bound, uses = bindings_and_uses(func)
     chains, absorbed = {}, {}
     for value in bound.values():
         if not is_op(value, QUANTIZE_OP):

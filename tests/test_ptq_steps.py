@@ -265,7 +265,7 @@ def test_gptq_codes_beat_nearest_codes_on_held_out_rows():
     codes = gptq_codes(w2d, cb.levels, fit[1].rows)
     e_near = output_error(w2d, np.take_along_axis(cb.levels, near, 1), held[1].rows)
     e_gptq = output_error(w2d, np.take_along_axis(cb.levels, codes, 1), held[1].rows)
-    assert e_gptq < 0.8 * e_near, (e_near, e_gptq)
+    assert e_gptq < 0.5 * e_near, (e_near, e_gptq)  # measured 0.0142 -> 0.0036
     assert codes.min() >= 0 and codes.max() < cb.levels.shape[1]
 
 

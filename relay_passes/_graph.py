@@ -1,0 +1,35 @@
+"""Small helpers the passes share to read a Relax function's dataflow."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax import PyExprVisitor, expr_functor
+
+
+def bindings_and_uses(func: relax.Function) -> tuple[dict, dict]:
+    """``(var -> bound value, var -> number of uses)`` over every binding of ``func``
+    (dataflow vars included)."""
+    bound, uses = {}, {}
+
+    @expr_functor.visitor
+    class _Scan(PyExprVisitor):
+        def visit_var_binding_(self, binding):
+            bound[binding.var] = binding.value
+            super().visit_var_binding_(binding)
+
+        def visit_var_(self, var):
+            uses[var] = uses.get(var, 0) + 1
+
+        def visit_dataflow_var_(self, var):
+            uses[var] = uses.get(var, 0) + 1
+
+    _Scan().visit_expr(func)
+    return bound, uses
+
+
+def op_name(value) -> str:
+    """The operator name of a call to a ``tvm.ir.Op`` (``""`` for anything else)."""
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name
+    return ""
