@@ -245,33 +245,54 @@ def _corrected_bias(bias: relax.Expr, shift: np.ndarray) -> relax.Expr | None:
 
 def _mixed_bits(stores, config, layer_inputs, snap) -> tuple[dict[int, int], dict]:
     """``({site index: bits}, {(index, bits): _Encoded})`` under ``config.ptq``'s
-    weight budget (:func:`tvmq.ptq.mixed.choose_bits`)."""
+    weight budget (:func:`tvmq.ptq.mixed.choose_bits`). Every layer is fitted at its
+    fewest bits first, so an impossible budget fails before the other widths are fitted."""
     from tvmq.ptq.mixed import Option, choose_bits
 
     budget = config.ptq.weight_budget
-    fixed, order, options, cache = 0, [], [], {}
-    for i, entry in stores.items():
-        if entry[0] is None:  # kept in float (or not a float32 constant)
-            fixed += entry[1].nbytes
-            continue
-        scheme, w_store, how = entry
-        data = (layer_inputs or {}).get(i)
-        opts = []
-        for bits in config.ptq.bit_choices:
-            try:
-                candidate = dataclasses.replace(scheme, bits=bits)
-            except ConfigError:  # a width this scheme does not have
-                continue
-            enc = _encode(candidate, w_store, how, data, config, snap, refine=False)
-            cache[i, bits] = enc
-            opts.append(Option(bits, enc.nbytes, _layer_error(w_store, enc.w_hat, how, data)))
-        order.append(i)
-        options.append(opts)
+    fixed = sum(entry[1].nbytes for entry in stores.values() if entry[0] is None)
     if budget < fixed:
         raise ConfigError(
             f"weight budget {budget} bytes is below the {fixed} bytes of the layers kept in float"
         )
-    chosen = choose_bits(options, budget - fixed)
+    widths: dict[int, list] = {}
+    for i, (scheme, _, _) in stores.items():
+        if scheme is None:  # kept in float (or not a float32 constant)
+            continue
+        widths[i] = []
+        for bits in config.ptq.bit_choices:
+            try:
+                widths[i].append(dataclasses.replace(scheme, bits=bits))
+            except ConfigError:  # a width this scheme does not have
+                continue
+        if not widths[i]:
+            raise ConfigError(
+                f"scheme {scheme.name!r} offers none of bit_choices {config.ptq.bit_choices}"
+            )
+    options: dict[int, list] = {i: [] for i in widths}
+    cache = {}
+
+    def add(i, candidate):
+        _, w_store, how = stores[i]
+        data = (layer_inputs or {}).get(i)
+        enc = _encode(candidate, w_store, how, data, config, snap, refine=False)
+        cache[i, candidate.bits] = enc
+        error = _layer_error(w_store, enc.w_hat, how, data)
+        options[i].append(Option(candidate.bits, enc.nbytes, error))
+
+    for i, cands in widths.items():
+        add(i, cands[0])
+    smallest = fixed + sum(o[0].nbytes for o in options.values())
+    if smallest > budget:
+        raise ConfigError(
+            f"weight budget {budget} bytes is below the smallest possible size, {smallest} "
+            "bytes (every layer at its fewest bits)"
+        )
+    for i, cands in widths.items():
+        for candidate in cands[1:]:
+            add(i, candidate)
+    order = list(options)
+    chosen = choose_bits([options[i] for i in order], budget - fixed)
     return {i: o.bits for i, o in zip(order, chosen, strict=True)}, cache
 
 
