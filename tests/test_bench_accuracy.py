@@ -1,0 +1,50 @@
+"""The accuracy benchmark's report (Markdown and plot) from a results dict of the shape
+``benchmarks.bench_accuracy.run`` writes; the grid itself runs in ``make bench``."""
+
+from benchmarks import bench_accuracy as b
+
+
+def _row(scheme, wb, ab, ptq, acc, gran="channel"):
+    return {"scheme": scheme, "w_bits": wb, "a_bits": ab, "ptq": ptq, "granularity": gran,
+            "accuracy": acc, "drop_points": 100 * (0.93 - acc), "stderr_points": 0.57,
+            "weight_bytes": 4096, "bits_per_weight": 4.2, "layer_bits": [wb, wb]}  # fmt: skip
+
+
+def test_markdown_and_plot_of_a_results_dict(tmp_path):
+    rows = [_row(s, wb, ab, p, 0.92 - 0.01 * (8 - wb))
+            for s, wb, ab, p, _ in b.GRID_FAST]  # fmt: skip
+    rows.append({**_row("tfx", 2, 2, False, 0.0), "error": "ConfigError: no 2-bit TFX"})
+    tent = [_row(s, wb, ab, p, 0.925, g) for s, wb, ab, p, g in b.TENT_ROWS]
+    results = {
+        "fast": True,
+        "ptq": b.PTQ_ON,
+        "models": {
+            "fmnist_convnet": {
+                "dataset": "fashion-mnist",
+                "test_samples": 2000,
+                "float_accuracy": 0.93,
+                "float_accuracy_recorded": 0.9297,
+                "float_weight_bytes": 7_000_000,
+                "seconds": 1,
+                "rows": rows,
+                "mixed": {**_row("kmeans", 4, 8, True, 0.93), "weight_budget": 5000},
+                "tent": tent,
+                "draws": {
+                    "spec": list(b.DRAW_SPEC),
+                    "seeds": [0, 1, 2],
+                    "drop_points": [0.1, -0.2, None],
+                    "mean": -0.05,
+                    "std": 0.21,
+                },
+            }
+        },
+    }
+    md = b.markdown(results)
+    assert "| kmeans | 2 | 2 | yes | 86.00 | +7.00 ± 0.57 | 4.0 | 4.20 |" in md
+    assert "error: ConfigError: no 2-bit TFX" in md
+    assert "budget 5000 B" in md and "layer bits [4, 4]" in md
+    assert "drops +0.10, -0.20, error" in md
+    assert "| 5 | 89.35 | 83.46 | 92.50 | 92.50 | 92.50 |" in md  # TENT's Table 2 beside ours
+    b.plot(results["models"]["fmnist_convnet"], "fmnist_convnet", tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b.total_rows(True, ["fmnist_convnet"]) == len(b.GRID_FAST) + 2 + len(b.TENT_ROWS)
