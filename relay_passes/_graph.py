@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
-from tvm.relax import PyExprVisitor, expr_functor
+from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
 
 
 def bindings_and_uses(func: relax.Function) -> tuple[dict, dict]:
@@ -33,3 +33,28 @@ def op_name(value) -> str:
     if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
         return value.op.name
     return ""
+
+
+@expr_functor.mutator
+class _ReplaceConstants(PyExprMutator):
+    def __init__(self, mod, new: dict):
+        super().__init__(mod)
+        self.new = new
+
+    def visit_generic_const_(self, const):
+        return self.new.get(const, const)
+
+
+def replace_constants(mod: tvm.IRModule, new: dict) -> tvm.IRModule:
+    """``mod`` with the constants of ``main`` that are keys of ``new`` replaced by their
+    values (float32 arrays or Relax expressions)."""
+    if not new:
+        return mod
+    new = {
+        c: v if isinstance(v, relax.Expr) else relax.const(v.astype("float32"), "float32")
+        for c, v in new.items()
+    }
+    func = mod["main"]
+    mutator = _ReplaceConstants(mod, new)
+    mutator.builder_.update_func(mod.get_global_var("main"), mutator.visit_expr(func))
+    return mutator.builder_.get()

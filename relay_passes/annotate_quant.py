@@ -163,6 +163,18 @@ def _site_how(site, axis: int):
 
 
 @dataclass
+class _Weight:
+    """A constant weight as it will be stored: ``scheme`` None when it stays in float
+    (``note`` says why); dense weights are stored transposed, output-channel-major."""
+
+    scheme: object
+    w: np.ndarray
+    how: dict | None
+    transpose: bool
+    note: str = ""
+
+
+@dataclass
 class _Encoded:
     """One layer's weight as it will be stored (and what it decodes to)."""
 
@@ -208,15 +220,14 @@ def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _En
 
 def _layer_error(w_store, w_hat, how, data) -> float:
     """Relative output error on the calibration rows (relative weight error without)."""
-    from tvmq.ptq.inputs import layer_output, weight_to_2d
+    from tvmq.ptq import output_error
+    from tvmq.ptq.inputs import weight_to_2d
 
     if data is None or how is None:
         return float(((w_store - w_hat) ** 2).sum() / max((w_store**2).sum(), 1e-30))
     w2d, _ = weight_to_2d(w_store, how)
     what2d, _ = weight_to_2d(w_hat, how)
-    ref = layer_output(data.rows, w2d, data.groups)
-    err = layer_output(data.rows, w2d - what2d, data.groups)
-    return float((err**2).sum() / max((ref**2).sum(), 1e-30))
+    return output_error(w2d, what2d, data.rows, data.groups)
 
 
 def _bias_adds(func: relax.Function) -> dict:
@@ -250,34 +261,33 @@ def _mixed_bits(stores, config, layer_inputs, snap) -> tuple[dict[int, int], dic
     from tvmq.ptq.mixed import Option, choose_bits
 
     budget = config.ptq.weight_budget
-    fixed = sum(entry[1].nbytes for entry in stores.values() if entry[0] is None)
+    fixed = sum(st.w.nbytes for st in stores.values() if st.scheme is None)
     if budget < fixed:
         raise ConfigError(
             f"weight budget {budget} bytes is below the {fixed} bytes of the layers kept in float"
         )
     widths: dict[int, list] = {}
-    for i, (scheme, _, _) in stores.items():
-        if scheme is None:  # kept in float (or not a float32 constant)
+    for i, st in stores.items():
+        if st.scheme is None:  # kept in float (or not a float32 constant)
             continue
         widths[i] = []
         for bits in config.ptq.bit_choices:
             try:
-                widths[i].append(dataclasses.replace(scheme, bits=bits))
+                widths[i].append(dataclasses.replace(st.scheme, bits=bits))
             except ConfigError:  # a width this scheme does not have
                 continue
         if not widths[i]:
             raise ConfigError(
-                f"scheme {scheme.name!r} offers none of bit_choices {config.ptq.bit_choices}"
+                f"scheme {st.scheme.name!r} offers none of bit_choices {config.ptq.bit_choices}"
             )
     options: dict[int, list] = {i: [] for i in widths}
     cache = {}
 
     def add(i, candidate):
-        _, w_store, how = stores[i]
-        data = (layer_inputs or {}).get(i)
-        enc = _encode(candidate, w_store, how, data, config, snap, refine=False)
+        st, data = stores[i], (layer_inputs or {}).get(i)
+        enc = _encode(candidate, st.w, st.how, data, config, snap, refine=False)
         cache[i, candidate.bits] = enc
-        error = _layer_error(w_store, enc.w_hat, how, data)
+        error = _layer_error(st.w, enc.w_hat, st.how, data)
         options[i].append(Option(candidate.bits, enc.nbytes, error))
 
     for i, cands in widths.items():
@@ -320,7 +330,7 @@ def annotate_quant(
         act = config.activation
         sites = find_weight_sites(func)
         biases = _bias_adds(func) if ptq.bias_correction == "weights" else {}
-        stores: dict[int, tuple] = {}
+        stores: dict[int, _Weight] = {}
         for i, site in enumerate(sites):
             if site.const is None:
                 continue
@@ -332,13 +342,10 @@ def annotate_quant(
             axis_store = 0 if transpose else site.axis
             scheme = config.for_layer(site.name, i, len(sites), axis_store)
             if scheme is None or w.dtype != np.float32:
-                stores[i] = (
-                    None,
-                    w,
-                    "skipped by config" if scheme is None else f"{w.dtype} weight",
-                )
+                note = "skipped by config" if scheme is None else f"{w.dtype} weight"
+                stores[i] = _Weight(None, w, None, False, note)
             else:
-                stores[i] = (scheme, w_store, _site_how(site, axis_store))
+                stores[i] = _Weight(scheme, w_store, _site_how(site, axis_store), transpose)
         snap = act is not None
         bits_of, cache = {}, {}
         if ptq.weight_budget is not None:
@@ -353,16 +360,16 @@ def annotate_quant(
                     )
                 )  # fmt: skip
                 continue
-            scheme, w_store, how = stores[i]
+            st = stores[i]
+            scheme, w_store, how = st.scheme, st.w, st.how
             if scheme is None:
                 report.append(
                     LayerReport(
                         **entry, scheme=None, bits=None, sqnr_db=None,
-                        float_bytes=w_store.nbytes, quant_bytes=w_store.nbytes, note=how,
+                        float_bytes=w_store.nbytes, quant_bytes=w_store.nbytes, note=st.note,
                     )
                 )  # fmt: skip
                 continue
-            transpose = site.kind == "dense" and site.axis == 1 and w_store.ndim == 2
             if i in bits_of:
                 scheme = dataclasses.replace(scheme, bits=bits_of[i])
             data = (layer_inputs or {}).get(i)
@@ -379,7 +386,7 @@ def annotate_quant(
                 bits = act.input_bits if reads_input and act.input_bits else act.bits
                 act_bits[site.call] = bits
             decoded = lut_decode(enc.packed, enc.levels, enc.spec)
-            replacements[site.const] = relax.op.permute_dims(decoded) if transpose else decoded
+            replacements[site.const] = relax.op.permute_dims(decoded) if st.transpose else decoded
             report.append(
                 LayerReport(
                     **entry,

@@ -22,10 +22,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from ._graph import bindings_and_uses, op_name
+from ._graph import bindings_and_uses, op_name, replace_constants
 from .annotate_quant import _bias_adds, _corrected_bias, find_weight_sites
 from .calibrate import run_samples, with_extra_outputs
-from .equalize import _Replace
 
 ROWS_PER_SAMPLE = 64
 
@@ -103,7 +102,6 @@ def correct_bias(
     sites = find_weight_sites(annotated["main"])
     if len(sites) != len(target):
         raise tvm.TVMError("float and annotated modules have different layers")
-    relu = _relu_fed(annotated["main"])
     notes: list[str] = []
     for i in range(len(sites)):
         func = annotated["main"]
@@ -118,7 +116,7 @@ def correct_bias(
         if b.size != have.shape[1] or fb.size != b.size:
             notes.append("bias is not one value per channel: not corrected")
             continue
-        if site.call in relu:
+        if site.call in _relu_fed(func):
             want = np.maximum(target[i] + fb, 0).mean(axis=0)
             shift = relu_matching_shift(have + b, want)
             how = "after its ReLU"
@@ -127,8 +125,5 @@ def correct_bias(
             how = ""
         fixed = _corrected_bias(bias, shift.astype(np.float32))
         notes.append(f"bias corrected on quantized outputs{' ' + how if how else ''}")
-        gv = annotated.get_global_var("main")
-        mutator = _Replace(annotated, {bias: fixed})
-        mutator.builder_.update_func(gv, mutator.visit_expr(func))
-        annotated = mutator.builder_.get()
+        annotated = replace_constants(annotated, {bias: fixed})
     return annotated, notes

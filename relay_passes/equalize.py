@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax import PyExprMutator, expr_functor
 
 from tvmq.ptq.equalize import equalization_scales, scale_along
 
-from ._graph import bindings_and_uses, op_name
+from ._graph import bindings_and_uses, op_name, replace_constants
 from .annotate_quant import find_weight_sites
 
 _HOMOGENEOUS = {"relax.nn.relu", "relax.nn.max_pool2d", "relax.nn.max_pool1d"}
@@ -86,14 +85,19 @@ def find_pairs(func: relax.Function) -> list[tuple]:
     return pairs
 
 
-@expr_functor.mutator
-class _Replace(PyExprMutator):
-    def __init__(self, mod, new: dict):
-        super().__init__(mod)
-        self.new = new
+def _current(values: dict, const) -> np.ndarray:
+    """The array a constant holds now: rescaled in ``values``, or as in the graph."""
+    return values[const] if const in values else const.value.numpy()
 
-    def visit_generic_const_(self, const):
-        return self.new.get(const, const)
+
+def _scale_pair(values: dict, a, b, bias, s: np.ndarray) -> None:
+    """Record in ``values`` (constant -> current array) the pair scaled by ``s``: ``A``'s
+    output channels and bias by ``1 / s``, ``B``'s input channels by ``s``."""
+    values[a.const] = scale_along(_current(values, a.const), a.axis, 1.0 / s)
+    values[b.const] = scale_along(_current(values, b.const), _in_axis(b), s)
+    if bias is not None:
+        bv = _current(values, bias)
+        values[bias] = (bv.reshape(-1) / s).astype(np.float32).reshape(bv.shape)
 
 
 def cross_layer_equalize(mod: tvm.IRModule, iterations: int = 4) -> tuple[tvm.IRModule, list[Pair]]:
@@ -102,28 +106,13 @@ def cross_layer_equalize(mod: tvm.IRModule, iterations: int = 4) -> tuple[tvm.IR
     pairs = find_pairs(func)
     if not pairs:
         return mod, []
-    values = {}
-
-    def get(const):
-        if const not in values:
-            values[const] = const.value.numpy()
-        return values[const]
-
+    values: dict = {}
     for _ in range(iterations):
         for a, b, bias in pairs:
-            in_axis = _in_axis(b)
-            s = equalization_scales(get(a.const), a.axis, get(b.const), in_axis)
-            values[a.const] = scale_along(get(a.const), a.axis, 1.0 / s)
-            values[b.const] = scale_along(get(b.const), in_axis, s)
-            if bias is not None:
-                bv = get(bias)
-                values[bias] = (bv.reshape(-1) / s).astype(np.float32).reshape(bv.shape)
-    new = {c: relax.const(v.astype(np.float32), "float32") for c, v in values.items()}
-    gv = mod.get_global_var("main")
-    mutator = _Replace(mod, new)
-    mutator.builder_.update_func(gv, mutator.visit_expr(func))
+            wa, wb = _current(values, a.const), _current(values, b.const)
+            _scale_pair(values, a, b, bias, equalization_scales(wa, a.axis, wb, _in_axis(b)))
     report = [Pair(a.name, b.name, a.axis, _in_axis(b), bias) for a, b, bias in pairs]
-    return mutator.builder_.get(), report
+    return replace_constants(mod, values), report
 
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -138,7 +127,7 @@ def _local_error(x, w2d, groups, s_cols, s_rows, weight_cfg, act_bits) -> float:
     """Relative output error of layer ``B`` with its input scaled by ``1 / s_cols`` and
     its weight by ``s_rows`` (per column, or per row for a depthwise layer), both
     quantized: the input per tensor (uniform, MSE range), the weight per row."""
-    from tvmq.ptq.inputs import layer_output
+    from tvmq.ptq.layerwise import layer_output
     from tvmq.schemes import UniformConfig, make_config
 
     xs = x / s_cols
@@ -179,10 +168,6 @@ def equalize_activations(
     sites = find_weight_sites(func)
     index = {s.call: i for i, s in enumerate(sites)}
     values: dict = {}
-
-    def get(const):
-        return values[const] if const in values else const.value.numpy()
-
     chosen = {}
     for a, b, bias in find_pairs(func):
         data, how = layer_inputs.get(index[b.call]), supported(b)
@@ -190,7 +175,7 @@ def equalize_activations(
             continue
         in_axis = _in_axis(b)
         channels = b.shape[in_axis]
-        w2d, _ = weight_to_2d(get(b.const), how)
+        w2d, _ = weight_to_2d(_current(values, b.const), how)
         x = data.rows.astype(np.float64)
         cols = _channel_cols(x.shape[1], channels)
         r = np.zeros(channels)
@@ -206,17 +191,6 @@ def equalize_activations(
                 best = (e, alpha, s)
         _, alpha, s = best
         chosen[b.name] = alpha
-        if alpha == 0.0:
-            continue
-        values[a.const] = scale_along(get(a.const), a.axis, 1.0 / s)
-        values[b.const] = scale_along(get(b.const), in_axis, s)
-        if bias is not None:
-            bv = get(bias)
-            values[bias] = (bv.reshape(-1) / s).astype(np.float32).reshape(bv.shape)
-    if not values:
-        return mod, chosen
-    new = {c: relax.const(v.astype(np.float32), "float32") for c, v in values.items()}
-    gv = mod.get_global_var("main")
-    mutator = _Replace(mod, new)
-    mutator.builder_.update_func(gv, mutator.visit_expr(func))
-    return mutator.builder_.get(), chosen
+        if alpha != 0.0:
+            _scale_pair(values, a, b, bias, s)
+    return replace_constants(mod, values), chosen

@@ -13,7 +13,8 @@ import tvmq
 from relay_passes.annotate_quant import find_weight_sites
 from tvmq.config import ConfigError, PTQConfig, QuantConfig
 from tvmq.ptq.bias import bias_shift
-from tvmq.ptq.inputs import collect, input_rows, layer_output, supported, weight_to_2d
+from tvmq.ptq.inputs import collect, input_rows, supported, weight_to_2d
+from tvmq.ptq.layerwise import layer_output
 from tvmq.ptq.mixed import Option, choose_bits
 from tvmq.schemes import make_config
 

@@ -193,22 +193,17 @@ class QuantizedModel:
 
 
 def _has_op(mod, name: str) -> bool:
-    import tvm
+    """Whether a Relax function of ``mod`` binds a call to operator ``name``."""
     from tvm import relax
 
-    found = []
+    from relay_passes._graph import bindings_and_uses, op_name
 
-    @relax.expr_functor.visitor
-    class _Find(relax.PyExprVisitor):
-        def visit_call_(self, call):
-            if isinstance(call.op, tvm.ir.Op) and call.op.name == name:
-                found.append(call)
-            super().visit_call_(call)
-
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            _Find().visit_expr(func)
-    return bool(found)
+    return any(
+        op_name(value) == name
+        for _, func in mod.functions_items()
+        if isinstance(func, relax.Function)
+        for value in bindings_and_uses(func)[0].values()
+    )
 
 
 def quantize(
@@ -277,9 +272,7 @@ def quantize(
 
             from .ptq.inputs import collect
 
-            if calib is None:
-                raise TvmqError("ptq cle_activations needs calibration data: pass calib=")
-            calib = list(calib)
+            calib = list(calib)  # given: the config quantizes activations (checked above)
             weight = {
                 k: v for k, v in cfg.weight.to_dict().items() if k not in ("axis", "group_size")
             }
@@ -295,7 +288,7 @@ def quantize(
             raise TvmqError(f"ptq {', '.join(steps)} needs calibration data: pass calib=")
         from .ptq.inputs import collect
 
-        calib = list(calib)
+        calib = list(calib)  # rows of the module as equalized: collected again after CLE
         layer_inputs = collect(mod, calib, cfg.ptq.max_rows)
     annotated, report = annotate_quant(mod, cfg, layer_inputs)
     if cfg.activation is not None:

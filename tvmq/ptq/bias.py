@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .inputs import layer_output
+from .layerwise import layer_output
 
 
 def bias_shift(w2d: np.ndarray, what2d: np.ndarray, mean_row: np.ndarray, groups: int = 1):

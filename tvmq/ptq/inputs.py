@@ -6,7 +6,7 @@ calibration samples. A dense layer's rows are its input vectors; a convolution's
 im2col patches in ``(C, kh, kw)`` order, matching :func:`weight_to_2d` (a 1-D convolution
 is a 2-D one of height 1). A grouped or depthwise convolution's rows hold all ``C``
 input channels; output channel ``o`` of group ``g`` multiplies its ``(C/G) kh kw`` weights
-by the ``g``-th slice (:func:`layer_output`).
+by the ``g``-th slice (:func:`tvmq.ptq.layerwise.layer_output`).
 """
 
 from __future__ import annotations
@@ -135,19 +135,6 @@ def input_rows(x: np.ndarray, how: dict, kernel_hw: tuple[int, int]) -> np.ndarr
                 :, :, i * dh : i * dh + sh * oh : sh, j * dw : j * dw + sw * ow : sw
             ]
     return cols.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * kh * kw)
-
-
-def layer_output(x: np.ndarray, w2d: np.ndarray, groups: int = 1) -> np.ndarray:
-    """``(R, O)``: the layer's output (no bias) on rows ``x`` (R, G K) for weight ``w2d``
-    (O, K) with ``groups`` convolution groups."""
-    x = np.asarray(x, np.float64)
-    w2d = np.asarray(w2d, np.float64)
-    if groups == 1:
-        return x @ w2d.T
-    o, k = w2d.shape
-    xg = x.reshape(x.shape[0], groups, k)
-    wg = w2d.reshape(groups, o // groups, k)
-    return np.einsum("rgk,gok->rgo", xg, wg).reshape(x.shape[0], o)
 
 
 def collect(mod: tvm.IRModule, calib, max_rows: int = 4096, seed: int = 0) -> dict[int, LayerData]:

@@ -100,10 +100,25 @@ def refine_levels(
     return new.astype(np.float32), out_codes
 
 
-def output_error(w2d: np.ndarray, what2d: np.ndarray, x: np.ndarray) -> float:
-    """Relative output error ``||X (W - W_hat)^T||^2 / ||X W^T||^2`` of a layer."""
-    ref = x @ np.asarray(w2d, np.float64).T
-    err = x @ (np.asarray(w2d, np.float64) - np.asarray(what2d, np.float64)).T
+def layer_output(x: np.ndarray, w2d: np.ndarray, groups: int = 1) -> np.ndarray:
+    """``(R, O)``: the layer's output (no bias) on rows ``x`` (R, G K) for weight ``w2d``
+    (O, K) with ``groups`` convolution groups."""
+    x = np.asarray(x, np.float64)
+    w2d = np.asarray(w2d, np.float64)
+    if groups == 1:
+        return x @ w2d.T
+    o, k = w2d.shape
+    xg = x.reshape(x.shape[0], groups, k)
+    wg = w2d.reshape(groups, o // groups, k)
+    return np.einsum("rgk,gok->rgo", xg, wg).reshape(x.shape[0], o)
+
+
+def output_error(w2d: np.ndarray, what2d: np.ndarray, x: np.ndarray, groups: int = 1) -> float:
+    """Relative output error ``||X (W - W_hat)^T||^2 / ||X W^T||^2`` of a layer (with
+    ``groups`` convolution groups, see :func:`layer_output`)."""
+    w2d = np.asarray(w2d, np.float64)
+    ref = layer_output(x, w2d, groups)
+    err = layer_output(x, w2d - np.asarray(what2d, np.float64), groups)
     return float((err**2).sum() / max((ref**2).sum(), 1e-30))
 
 
