@@ -37,6 +37,7 @@ from tvmq.metrics import sqnr_db
 from tvmq.ops import dequantize, lut_decode, lut_decode_constants, quantize
 
 from ._graph import bindings_and_uses, op_name
+from .residual import residual_operands
 
 _CONV = {"relax.nn.conv2d": "conv2d", "relax.nn.conv1d": "conv1d"}
 
@@ -124,21 +125,42 @@ def find_weight_sites(func: relax.Function) -> list[WeightSite]:
 
 @expr_functor.mutator
 class _Annotator(PyExprMutator):
-    def __init__(self, mod, replacements: dict, act_bits: dict):
+    def __init__(self, mod, replacements: dict, act_bits: dict, residuals: dict, bits: int):
         super().__init__(mod)
         self.replacements = replacements
         self.act_bits = act_bits  # original conv/matmul call -> activation bits
+        self.residuals = residuals  # residual add -> operand indices to quantize
+        self.residual_bits = bits
+        self.shared: dict = {}  # input var -> its dequantize(quantize(var)) var
 
     def visit_generic_const_(self, const):
         new = self.replacements.get(const)
         return new if new is not None else const
 
+    def _codes_of(self, x, bits: int):
+        """``dequantize(quantize(x))`` bound once per input: layers reading one tensor
+        share one quantizer (one int8 tensor, one calibrated range)."""
+        if not isinstance(x, relax.Var):
+            return dequantize(quantize(x, 1.0, 0, bits), 1.0, 0)
+        hit = self.shared.get(x)
+        if hit is None or hit[1] != bits:
+            q = self.builder_.emit(quantize(x, 1.0, 0, bits))
+            hit = self.shared[x] = (self.builder_.emit(dequantize(q, 1.0, 0)), bits)
+        return hit[0]
+
     def visit_call_(self, call):
         bits = self.act_bits.get(call)
+        quantized = self.residuals.get(call)
         new = super().visit_call_(call)
+        if quantized is not None:
+            args = list(new.args)
+            for i in quantized:
+                known = self.shared.get(args[i])
+                args[i] = known[0] if known else self._codes_of(args[i], self.residual_bits)
+            return relax.Call(new.op, args, new.attrs)
         if bits is None:
             return new
-        x = dequantize(quantize(new.args[0], 1.0, 0, bits), 1.0, 0)
+        x = self._codes_of(new.args[0], bits)
         return relax.Call(new.op, [x, *new.args[1:]], new.attrs)
 
 
@@ -399,7 +421,11 @@ def annotate_quant(
                 )
             )
         if replacements:
-            annotator = _Annotator(out, replacements, act_bits)
+            residuals = {}
+            if act is not None and act.requantize == "fixed":
+                residuals = residual_operands(func)
+            bits = act.bits if act is not None else 8
+            annotator = _Annotator(out, replacements, act_bits, residuals, bits)
             new_func = annotator.visit_expr(func)
             annotator.builder_.update_func(gv, new_func)
             out = annotator.builder_.get()

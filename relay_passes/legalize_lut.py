@@ -29,6 +29,7 @@ from tvm import relax
 from tvm.relax import PyExprMutator, expr_functor
 
 from tvmq.kernels import (
+    INPLACE_ATTR,
     ZP_FOLDED,
     int_level_table,
     kernel_requant,
@@ -40,6 +41,7 @@ from tvmq.kernels import (
     out_scales,
     qrange,
     quantize_multiplier,
+    residual_multiplier,
     supports_integer,
     zero_point_sums,
 )
@@ -102,6 +104,13 @@ def _requant_chains(func: relax.Function) -> tuple[dict, dict]:
             chain.append(var)
             var = src.args[0]
             src = bound.get(var)
+        residual = None
+        if _op_name(src) == "relax.add" and _residual_side(src, bound) is not None:
+            side = _residual_side(src, bound)
+            residual = bound[src.args[side]]
+            chain.append(var)
+            var = src.args[1 - side]
+            src = bound.get(var)
         if _op_name(src) == "relax.add":
             a, b = src.args
             const, other = (b, a) if isinstance(b, tvm.ir.GenericConst) else (a, b)
@@ -117,9 +126,26 @@ def _requant_chains(func: relax.Function) -> tuple[dict, dict]:
         if _op_name(src) in _LAYERS and isinstance(var, relax.Var):
             chain.append(var)
             if all(uses.get(v, 0) == 1 for v in chain):
-                chains[value] = (src, bias, act, pool)
+                chains[value] = (src, bias, act, pool, residual)
                 absorbed.update(dict.fromkeys(chain, value))
     return chains, absorbed
+
+
+def _residual_side(add, bound: dict) -> int | None:
+    """Which operand of ``add`` is ``quant.dequantize`` of int8 codes added to a computed
+    tensor of the same shape (a residual the integer kernel takes as codes), or None."""
+    sides = [
+        i for i, v in enumerate(add.args)
+        if isinstance(v, relax.Var) and is_op(bound.get(v), DEQUANTIZE_OP)
+    ]  # fmt: skip
+    if len(sides) != 1 or not isinstance(add.args[1 - sides[0]], relax.Var):
+        return None
+    shapes = [getattr(a.ty, "shape", None) for a in add.args]
+    if any(sh is None for sh in shapes) or [int(n) for n in shapes[0]] != [
+        int(n) for n in shapes[1]
+    ]:
+        return None
+    return sides[0]
 
 
 def _is_global_avg_pool(call) -> bool:
@@ -243,20 +269,21 @@ class _Legalizer(PyExprMutator):
         spec = spec_of(decode)
         return call.args[0], decode, spec, False, kw, spec.shape[kw["kernel_layout"].index("O")]
 
-    def _requantized(self, quant, layer, bias, act, pool=None):
-        """The integer-only kernel call replacing ``quant([pool](act(layer + bias)))``, or
-        None (then the chain keeps its float epilogue)."""
+    def _requantized(self, quant, layer, bias, act, pool=None, residual=None):
+        """The integer-only kernel call replacing ``quant([pool](act(layer + bias [+
+        residual])))``, or None (then the chain keeps its float epilogue)."""
         if pool is not None and _op_name(pool[0]) == "relax.nn.avg_pool2d":
-            return self._avg_pooled(quant, layer, bias, act, *pool)
-        call = self._requant_kernel(quant, layer, bias, act)
+            return self._avg_pooled(quant, layer, bias, act, *pool, residual=residual)
+        call = self._requant_kernel(quant, layer, bias, act, residual)
         if call is None or pool is None:
             return call
         codes = self.builder_.emit(call)
         return relax.Call(pool[0].op, [codes], pool[0].attrs)
 
-    def _avg_pooled(self, quant, layer, bias, act, pool, reshape):
-        """``quant([reshape](global_avg_pool(act(conv + bias))))`` as one integer conv
-        kernel with the float epilogue and the pool inside (None: not an integer conv)."""
+    def _avg_pooled(self, quant, layer, bias, act, pool, reshape, residual=None):
+        """``quant([reshape](global_avg_pool(act(conv + bias [+ residual]))))`` as one
+        integer conv kernel with the float epilogue and the pool inside (None: not an
+        integer conv)."""
         found = self._integer_layer(layer)
         if found is None or found[0][4] is None:
             return None
@@ -267,12 +294,17 @@ class _Legalizer(PyExprMutator):
         if b.size != out_ch:
             return None
         s_out, z_out, bits = act_params(quant)
+        args = [q, decode.args[0], table, oscale, zps, relax.const(b.astype(np.float32), "float32")]
+        res = None
+        if residual is not None:
+            args.append(self.visit_expr(residual.args[0]))
+            res = (prim_float(residual.args[1]), prim_int(residual.args[2]))
         codes = self.builder_.call_te(
-            lambda a, p, t, o, z, bb: lut_conv_int_avgpool_compute(
+            lambda a, p, t, o, z, bb, *r: lut_conv_int_avgpool_compute(
                 a, p, t, o, bb, spec, x_zero=x_zero, zp_sums=z, act=act, out_scale=s_out,
-                out_zero=z_out, bits=bits, **kw,
+                out_zero=z_out, bits=bits, residual=(r[0], *res) if r else None, **kw,
             ),
-            q, decode.args[0], table, oscale, zps, relax.const(b.astype(np.float32), "float32"),
+            *args,
             primfunc_name_hint="lut_conv_int_avgpool",
         )  # fmt: skip
         if reshape is None:
@@ -289,7 +321,7 @@ class _Legalizer(PyExprMutator):
         integer = self._integer_args(*parts[:3])
         return None if integer is None else (parts, integer)
 
-    def _requant_kernel(self, quant, layer, bias, act):
+    def _requant_kernel(self, quant, layer, bias, act, residual=None):
         found = self._integer_layer(layer)
         if found is None:
             return None
@@ -324,24 +356,38 @@ class _Legalizer(PyExprMutator):
             relax.const(shift, "int32"),
         ]
         req = (z_out, lo, hi, high_word)
+        attrs, name, res = _OUT_EWISE, "", None
+        if residual is not None:
+            rm = residual_multiplier(prim_float(residual.args[1]), acc_scale)
+            if rm is None:
+                return None
+            rmult, rshift = rm
+            consts += [self.visit_expr(residual.args[0]), relax.const(rmult, "int32")]
+            res = (prim_int(residual.args[2]), rshift)
+            # out[i] depends on residual[i] only: the output may overwrite the residual
+            attrs, name = {**_OUT_EWISE, INPLACE_ATTR: 3 + len(consts) - 2}, "_residual"
+
+        def residual_of(r):
+            return (r[0], res[0], r[1], res[1]) if r else None
+
         if kw is None:
             return self.builder_.call_te(
-                lambda a, p, t, b, m, s: lut_matmul_int_compute(
+                lambda a, p, t, b, m, s, *r: lut_matmul_int_compute(
                     a, p, t, None, spec, x_zero=x_zero, transposed=transposed,
-                    requant=(b, m, s, *req), zp_sums=ZP_FOLDED,
+                    requant=(b, m, s, *req), zp_sums=ZP_FOLDED, residual=residual_of(r),
                 ),
                 q, decode.args[0], table, *consts,
-                primfunc_name_hint="lut_matmul_int_requant",
-                primfunc_attrs=_OUT_EWISE,
+                primfunc_name_hint="lut_matmul_int_requant" + name,
+                primfunc_attrs=attrs,
             )  # fmt: skip
         return self.builder_.call_te(
-            lambda a, p, t, b, m, s: lut_conv_int_compute(
+            lambda a, p, t, b, m, s, *r: lut_conv_int_compute(
                 a, p, t, None, spec, x_zero=x_zero, requant=(b, m, s, *req), zp_sums=ZP_FOLDED,
-                **kw,
+                residual=residual_of(r), **kw,
             ),
             q, decode.args[0], table, *consts,
-            primfunc_name_hint="lut_conv_int_requant",
-                primfunc_attrs=_OUT_EWISE,
+            primfunc_name_hint="lut_conv_int_requant" + name,
+            primfunc_attrs=attrs,
         )  # fmt: skip
 
     def _integer_args(self, x, decode, spec):

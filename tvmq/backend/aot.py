@@ -20,6 +20,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..kernels.integer import INPLACE_ATTR
 from .c_codegen import ALIGN, C_PRELUDE, CFunction, CodegenError, ctype, generate_c
 
 
@@ -151,6 +152,27 @@ def _bytes(ty) -> int:
     return _numel(ty) * tvm.DataType(str(ty.dtype)).bits // 8
 
 
+def _inplace_outputs(fused, calls, resolve, last_use, inp, out_var) -> dict:
+    """``{output var: input var}`` for calls whose kernel may write its output over an
+    input (PrimFunc attribute :data:`tvmq.kernels.INPLACE_ATTR`: a fused
+    residual) where that input dies at the call and has the output's size."""
+    out = {}
+    funcs = {gv.name_hint: f for gv, f in fused.functions_items()}
+    for i, (var, kern, args) in enumerate(calls):
+        attrs = getattr(funcs.get(kern.name), "attrs", None)
+        idx = None if attrs is None else attrs.get(INPLACE_ATTR)
+        if idx is None or var.same_as(out_var) or int(idx) >= len(args):
+            continue
+        src = args[int(idx)]
+        if not isinstance(src, relax.Var):
+            continue
+        src = resolve(src)
+        if src.same_as(inp) or last_use.get(src) != i or _bytes(src.ty) != _bytes(var.ty):
+            continue
+        out[var] = src
+    return out
+
+
 def generate_aot(fused: tvm.IRModule) -> AotModel:
     """Generate the AOT executor for a fused module with one input and one output."""
     main = fused["main"]
@@ -194,13 +216,19 @@ def generate_aot(fused: tvm.IRModule) -> AotModel:
         for a in args:
             if isinstance(a, relax.Var):
                 last_use[resolve(a)] = i
+    inplace = _inplace_outputs(fused, calls, resolve, last_use, inp, out_var)
     buffers = []
     key = {}  # var -> unique buffer name (Relax names need not be unique)
+    owner = {}  # var -> the var whose buffer it lives in (itself, or an in-place input)
     for var, i in first_def.items():
         if var.same_as(out_var):
             continue
-        key[var] = f"t{i}_{var.name}"
-        buffers.append(Buffer(key[var], _bytes(var.ty), i, last_use.get(var, i)))
+        owner[var] = owner.get(inplace.get(var), var)
+        key[var] = key[owner[var]] if owner[var] is not var else f"t{i}_{var.name}"
+    for var, i in first_def.items():
+        if var in owner and owner[var] is var:
+            ends = [last_use.get(v, first_def[v]) for v, o in owner.items() if o is var]
+            buffers.append(Buffer(key[var], _bytes(var.ty), i, max(ends)))
     for i, (_, kern, _) in enumerate(calls):
         if kern.workspace:
             buffers.append(Buffer(f"__ws{i}", kern.workspace, i, i))

@@ -26,6 +26,7 @@ import tvm_ffi
 from tvm import tirx
 
 from ..errors import TvmqError
+from ..kernels.integer import INPLACE_ATTR
 
 _CTYPES = {
     "int8": "int8_t",
@@ -513,6 +514,9 @@ def print_function(name: str, func: tirx.PrimFunc) -> CFunction:
     p = _Printer()
     params, decls = [], []
     n_params = len(func.params)
+    # an input the output may overwrite (a fused residual): that pair may alias
+    shared = func.attrs.get(INPLACE_ATTR) if func.attrs is not None else None
+    aliased = set() if shared is None else {int(shared), n_params - 1}
     for i, prm in enumerate(func.params):
         buf = prm  # 0.27: parameters are buffer-typed vars
         dtype = str(buf.dtype)
@@ -520,7 +524,8 @@ def print_function(name: str, func: tirx.PrimFunc) -> CFunction:
         cname = p.name(buf, prm.name)
         p.buffers[buf] = cname
         const = "const " if i < n_params - 1 else ""
-        decls.append(f"{const}{ctype(dtype)}* restrict {cname}")
+        restrict = "" if i in aliased else " restrict"
+        decls.append(f"{const}{ctype(dtype)}*{restrict} {cname}")
         params.append((cname, dtype, numel))
     body_start = len(p.lines)
     p.stmt(func.body, 1)

@@ -17,6 +17,7 @@ from .activation import (
 from .conv import lut_conv_compute, lut_conv_reference
 from .decode import LutWeight, lut_decode_compute, lut_decode_reference
 from .integer import (
+    INPLACE_ATTR,
     ZP_FOLDED,
     int_level_table,
     lut_conv_int_avgpool_compute,
@@ -29,9 +30,16 @@ from .integer import (
     zero_point_sums,
 )
 from .matmul import lut_matmul_compute, lut_matmul_reference
-from .requantize import kernel_requant, quantize_multiplier, requantize_reference
+from .requantize import (
+    kernel_requant,
+    quantize_multiplier,
+    requantize_reference,
+    residual_multiplier,
+    residual_reference,
+)
 
 __all__ = [
+    "INPLACE_ATTR",
     "ZP_FOLDED",
     "LutWeight",
     "dequantize_compute",
@@ -54,6 +62,8 @@ __all__ = [
     "quantize_multiplier",
     "quantize_reference",
     "requantize_reference",
+    "residual_multiplier",
+    "residual_reference",
     "snap_levels",
     "supports_integer",
     "zero_point_sums",

@@ -20,9 +20,14 @@ import numpy as np
 
 from .conv import conv_loops, lut_conv_reference
 from .decode import LutWeight, lut_decode_reference
-from .requantize import requantize_expr
+from .requantize import requantize_expr, residual_expr
 
 TABLE_MAX = 127
+INPLACE_ATTR = "tvmq.inplace_input"
+"""PrimFunc attribute: the index of the ``call_tir`` argument (= PrimFunc parameter) whose
+buffer the output may share, because each output element reads only the same element of
+it (a fused residual). The C printer drops ``restrict`` on that pair and the executor's
+memory planner lets the output overwrite the input when the input dies there."""
 ZP_FOLDED = "folded"
 """``zp_sums`` value saying the caller folded the zero-point term into the requantize bias."""
 
@@ -110,11 +115,13 @@ def _zero_point_term(packed, table, spec: LutWeight, out_axis: int, x_zero: int,
     return lambda o: ws[o]
 
 
-def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
+def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None, residual=None):
     """float32 ``acc * oscale[o]``, or int8 fixed-point requantize when ``requant`` =
     ``(offset, mult, shift, out_zero, lo, hi, high_word)`` (the arrays and the form of
     :func:`tvmq.kernels.requantize.kernel_requant`).
-    ``zp(o)`` is the zero-point term added to the raw accumulator first."""
+    ``zp(o)`` is the zero-point term added to the raw accumulator first; ``residual`` =
+    ``(r, res_zero, rmult, rshift)`` adds int8 codes ``r`` (the output's shape) in
+    accumulator units before the requantize (:func:`residual_reference`)."""
     from tvm import te
 
     if zp is not None:
@@ -124,6 +131,14 @@ def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
             return zp(i[c_pos]) + raw(*i)  # wsum first: TE orders stages by first use
 
         a.shape = raw.shape
+    if residual is not None and requant is None:
+        raise ValueError("a fused residual needs the fixed-point epilogue (requant=)")
+
+    def extra(i):
+        if residual is None:
+            return None
+        r, res_zero, rmult, rshift = residual
+        return residual_expr(r, i, i[c_pos], res_zero, rmult, rshift)
 
     if requant is None:
         return te.compute(a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name=name)
@@ -131,7 +146,7 @@ def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None):
     return te.compute(
         a.shape,
         lambda *i: requantize_expr(
-            a(*i), i[c_pos], offset, mult, shift, out_zero, lo, hi, high_word
+            a(*i), i[c_pos], offset, mult, shift, out_zero, lo, hi, high_word, extra(i)
         ),
         name=name + "_requant",
     )
@@ -148,7 +163,7 @@ def _acc_attrs(c_pos: int, reduce_order, depthwise: bool) -> dict:
 
 def lut_matmul_int_compute(
     q, packed, table, oscale, spec: LutWeight, *, x_zero: int, transposed, requant=None,
-    zp_sums=None,
+    zp_sums=None, residual=None,
 ):  # fmt: skip
     """TE: ``y[..., n] = oscale[n] * sum_k (q[..., k] - x_zero) * T[g, code(k, n)]``, or
     with ``requant`` the int8 codes of the requantized sum (``oscale`` unused).
@@ -176,16 +191,17 @@ def lut_matmul_int_compute(
     a = te.compute(
         (*q.shape[:-1], n_out), acc, name="lut_matmul_acc", attrs=_acc_attrs(c_pos, [0], False)
     )
-    return _epilogue(a, oscale, requant, c_pos, "lut_matmul_int", zp)
+    return _epilogue(a, oscale, requant, c_pos, "lut_matmul_int", zp, residual)
 
 
 def lut_conv_int_compute(
     q, packed, table, oscale, spec: LutWeight, *, x_zero: int, strides, padding, dilation,
     groups: int, data_layout: str, kernel_layout: str, requant=None, zp_sums=None,
+    residual=None,
 ):  # fmt: skip
     """TE: integer convolution; padding uses ``x_zero`` so padded terms vanish. With
     ``requant`` the output is int8 codes (see :func:`lut_matmul_int_compute`, also for
-    ``zp_sums``)."""
+    ``zp_sums``), optionally with a residual added (``residual``, see ``_epilogue``)."""
     from tvm import te
 
     qp, out_shape, indices, axes = conv_loops(
@@ -207,12 +223,12 @@ def lut_conv_int_compute(
     in_per_group = spec.shape[kernel_layout.index("I")]
     attrs = _acc_attrs(c_pos, order, depthwise=in_per_group == 1 and groups > 1)
     a = te.compute(out_shape, acc, name="lut_conv_acc", attrs=attrs)
-    return _epilogue(a, oscale, requant, c_pos, "lut_conv_int", zp)
+    return _epilogue(a, oscale, requant, c_pos, "lut_conv_int", zp, residual)
 
 
 def lut_conv_int_avgpool_compute(
     q, packed, table, oscale, bias, spec: LutWeight, *, x_zero: int, zp_sums, act,
-    out_scale: float, out_zero: int, bits: int, **conv,
+    out_scale: float, out_zero: int, bits: int, residual=None, **conv,
 ):  # fmt: skip
     """TE: ``quantize(global_avg_pool(act(conv(q) * oscale + bias)))``, one kernel.
 
@@ -221,7 +237,8 @@ def lut_conv_int_avgpool_compute(
     does), so the int8 codes equal it bit for bit; but the fp32 feature map is never
     stored: the MCU schedule sums each channel block's pixels as they are computed.
     ``act`` is None, ``"relu"`` or ``"relu6"``; ``bias`` is a float32 TE tensor (one value
-    per output channel)."""
+    per output channel). ``residual = (r, scale, zero)`` adds ``dequantize(r)`` (int8
+    codes of the output's shape) after the bias, as a residual ``add`` does."""
     import tvm
     from tvm import te
 
@@ -231,6 +248,15 @@ def lut_conv_int_avgpool_compute(
     layout = conv["data_layout"]
     c_pos = layout.index("C")
     v = te.compute(y.shape, lambda *i: y(*i) + bias[i[c_pos]], name="bias_add")
+    if residual is not None:
+        r, r_scale, r_zero = residual
+        s = tvm.tirx.const(float(np.float32(r_scale)), "float32")
+        biased = v
+        v = te.compute(
+            y.shape,
+            lambda *i: biased(*i) + (r(*i).astype("int32") - r_zero).astype("float32") * s,
+            name="residual_add",
+        )
     if act is not None:
         zero = tvm.tirx.const(0.0, "float32")
         six = tvm.tirx.const(6.0, "float32")

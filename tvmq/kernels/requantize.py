@@ -64,16 +64,61 @@ def kernel_requant(bias_q, mult, shift) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def requantize_expr(
-    acc, o, offset, mult, shift, out_zero: int, lo: int, hi: int, high_word: bool = False
-):
+    acc, o, offset, mult, shift, out_zero: int, lo: int, hi: int, high_word: bool = False,
+    extra=None,
+):  # fmt: skip
     """TE expression of the same arithmetic for output channel index ``o``, reading the
-    arrays of :func:`kernel_requant`."""
+    arrays of :func:`kernel_requant`. ``extra`` (int32) is added to ``acc`` (a fused
+    residual), written as a second multiply-accumulate: ``(acc + e) * m`` would reach the
+    C compiler as an int64 sum times an int64 (TVM's simplifier distributes the casts),
+    a full 64-bit multiply on a 32-bit core instead of one ``SMLAL`` each."""
     import tvm
 
-    p = acc.astype("int64") * mult[o].astype("int64") + offset[o]
+    m = mult[o].astype("int64")
+    p = acc.astype("int64") * m + offset[o]
+    if extra is not None:
+        p = p + extra.astype("int64") * m
     if high_word:
         r = (p >> tvm.tirx.const(32, "int64")).astype("int32") >> shift[o]
     else:
         r = (p >> shift[o].astype("int64")).astype("int32")
     r = r + out_zero
     return tvm.tirx.max(tvm.tirx.min(r, hi), lo).astype("int8")
+
+
+def residual_multiplier(res_scale: float, acc_scale: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """``(rmult, rshift)`` turning residual codes into accumulator units:
+    ``(r - z_r) * res_scale / acc_scale[o] ~ (r - z_r) * rmult[o] * 2**-rshift``.
+
+    One ``rshift`` for all channels (a constant shift in the kernel), the largest for which
+    ``|r - z_r| * rmult + 2**(rshift-1)`` (``|r - z_r| <= 255``) stays in int32; the
+    rounding error is then at most ``0.5 + 128 * 2**-rshift`` accumulator units, far below
+    one output code. None when even ``rshift = 1`` would overflow (a ratio of about
+    ``2**22``): keep the float epilogue. The sum with the accumulator is taken in int64
+    (:func:`requantize_expr`), so only the residual term itself has to fit."""
+    ratio = float(res_scale) / np.asarray(acc_scale, np.float64)
+    if not np.all(np.isfinite(ratio) & (ratio > 0)):
+        return None
+    for rshift in range(30, 0, -1):
+        rmult = np.round(ratio * 2.0**rshift)
+        if 255 * rmult.max() + 2.0 ** (rshift - 1) < 2**31:
+            return rmult.astype(np.int32), rshift
+    return None
+
+
+def residual_reference(r, res_zero: int, rmult, rshift: int, channel_axis: int = -1):
+    """numpy int32: the residual codes ``r`` in accumulator units (what kernels add to the
+    int32 sum before requantizing), ``((r - z_r) * rmult[o] + 2**(rshift-1)) >> rshift``."""
+    shape = [1] * np.ndim(r)
+    shape[channel_axis] = -1
+    m = np.asarray(rmult, np.int64).reshape(shape)
+    v = (np.asarray(r, np.int64) - res_zero) * m + (1 << (rshift - 1))
+    return (v >> rshift).astype(np.int32)
+
+
+def residual_expr(r, idx, o, res_zero: int, rmult, rshift: int):
+    """TE expression of :func:`residual_reference` at index ``idx`` (channel ``o``)."""
+    import tvm
+
+    v = (r[idx].astype("int32") - res_zero) * rmult[o] + tvm.tirx.const(1 << (rshift - 1), "int32")
+    return v >> tvm.tirx.const(rshift, "int32")
