@@ -193,12 +193,16 @@ def test_output_overwrites_the_dead_residual_and_c_equals_tvm(tmp_path, quantize
     not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
     reason="qemu-system-arm / gcc-arm-none-eabi not installed (make setup installs them)",
 )
-def test_residual_model_is_bit_exact_on_the_m4(tmp_path, quantized):
+@pytest.mark.parametrize("board_name", ["mps2-an385", "mps2-an386", "mps3-an547"])
+def test_residual_model_is_bit_exact_on_device(tmp_path, quantized, board_name):
+    """The in-place residual kernels and the repacked-weight dot products (LDRD + SMLAD on
+    the M4 / M55, plain C on the M3) give the host's outputs bit for bit."""
     from tvmq.backend.qemu import run_on_device
 
     aot = generate_aot(quantized.fused())
+    assert "tvmq_dot4p_s8(" in aot.source and "tvmq_pack4_s8(" in aot.source
     xs = np.stack(_data(2, 4))
     host = HostModel(aot, tmp_path / "host")
     expected = np.stack([host.run(x) for x in xs])
-    res = run_on_device(aot, xs, tmp_path / "dev", "mps2-an386")
+    res = run_on_device(aot, xs, tmp_path / "dev", board_name)
     np.testing.assert_array_equal(res.outputs.view(np.uint32), expected.view(np.uint32))

@@ -74,9 +74,13 @@ def test_pointwise_kernel_is_scheduled_for_an_mcu(kws_w4a8):
     unscheduled = _allocs(lower_for_c(fused)[pointwise[0].attrs["global_symbol"]])
     assert unscheduled["lut_conv_acc"] == 25 * 5 * 64
     cfunc = print_function("k", pointwise[0])
-    assert cfunc.workspace == 0  # the 256-byte scratch and the sums are C locals
-    assert cfunc.source.count("tvmq_dot4_s8(") == 1  # weights of channel c at c * 64
-    assert "tvmq_dot4_s8(&lv" in cfunc.source and ", 64, 64, &lut_conv_acc[0]);" in cfunc.source
+    # the 256-byte scratch and the sums are C locals; the workspace holds the block's
+    # weights repacked once into SMLAD-ready int16 pairs
+    assert cfunc.workspace == 512
+    assert cfunc.source.count("tvmq_pack4_s8(lut_decode_int, lut_decode_int_packed, 64);") == 1
+    assert cfunc.source.count("tvmq_dot4p_s8(") == 1
+    assert "tvmq_dot4p_s8(&lv" in cfunc.source
+    assert "&lut_decode_int_packed[0], 64, &lut_conv_acc[0]);" in cfunc.source
 
 
 def test_scheduled_module_keeps_results(tmp_path):

@@ -128,6 +128,87 @@ TVMQ_NOVEC static inline void tvmq_dot4_s8(const int8_t* a, const int8_t* b, int
   acc[2] = s2;
   acc[3] = s3;
 }
+static inline void tvmq_pack2_s8(const int8_t* b, uint32_t* out, int32_t stride) {
+  for (int32_t g = 0; g < stride; g += 4) {
+    for (int32_t c = 0; c < 2; ++c) {
+      const int8_t* s = b + c * stride + g;
+      *out++ = (uint32_t)(uint16_t)s[0] | ((uint32_t)(uint16_t)s[2] << 16);
+      *out++ = (uint32_t)(uint16_t)s[1] | ((uint32_t)(uint16_t)s[3] << 16);
+    }
+  }
+}
+
+TVMQ_NOVEC static inline void tvmq_dot2p_s8(const int8_t* a, const uint32_t* w, int32_t n, int32_t* acc) {
+  int32_t s0 = acc[0], s1 = acc[1];
+  for (int32_t i = 0; i < n; i += 4, w += 4) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    uint32_t x;
+    memcpy(&x, a + i, 4);
+    const uint32_t xe = __sxtb16(x), xo = tvmq_sxtb16_ror8(x);
+    uint32_t we0, wo0;
+    __asm__("ldrd %0, %1, [%2, #0]" : "=r"(we0), "=r"(wo0) : "r"(w), "m"(*(const uint32_t(*)[2])(w + 0)));
+    s0 = __smlad(xe, we0, s0);
+    s0 = __smlad(xo, wo0, s0);
+    uint32_t we1, wo1;
+    __asm__("ldrd %0, %1, [%2, #8]" : "=r"(we1), "=r"(wo1) : "r"(w), "m"(*(const uint32_t(*)[2])(w + 2)));
+    s1 = __smlad(xe, we1, s1);
+    s1 = __smlad(xo, wo1, s1);
+#else
+    const int32_t x0 = a[i], x1 = a[i + 1], x2 = a[i + 2], x3 = a[i + 3];
+    s0 += x0 * (int16_t)w[0] + x2 * (int16_t)(w[0] >> 16) + x1 * (int16_t)w[1] + x3 * (int16_t)(w[1] >> 16);
+    s1 += x0 * (int16_t)w[2] + x2 * (int16_t)(w[2] >> 16) + x1 * (int16_t)w[3] + x3 * (int16_t)(w[3] >> 16);
+#endif
+  }
+  acc[0] = s0;
+  acc[1] = s1;
+}
+
+static inline void tvmq_pack4_s8(const int8_t* b, uint32_t* out, int32_t stride) {
+  for (int32_t g = 0; g < stride; g += 4) {
+    for (int32_t c = 0; c < 4; ++c) {
+      const int8_t* s = b + c * stride + g;
+      *out++ = (uint32_t)(uint16_t)s[0] | ((uint32_t)(uint16_t)s[2] << 16);
+      *out++ = (uint32_t)(uint16_t)s[1] | ((uint32_t)(uint16_t)s[3] << 16);
+    }
+  }
+}
+
+TVMQ_NOVEC static inline void tvmq_dot4p_s8(const int8_t* a, const uint32_t* w, int32_t n, int32_t* acc) {
+  int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
+  for (int32_t i = 0; i < n; i += 4, w += 8) {
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    uint32_t x;
+    memcpy(&x, a + i, 4);
+    const uint32_t xe = __sxtb16(x), xo = tvmq_sxtb16_ror8(x);
+    uint32_t we0, wo0;
+    __asm__("ldrd %0, %1, [%2, #0]" : "=r"(we0), "=r"(wo0) : "r"(w), "m"(*(const uint32_t(*)[2])(w + 0)));
+    s0 = __smlad(xe, we0, s0);
+    s0 = __smlad(xo, wo0, s0);
+    uint32_t we1, wo1;
+    __asm__("ldrd %0, %1, [%2, #8]" : "=r"(we1), "=r"(wo1) : "r"(w), "m"(*(const uint32_t(*)[2])(w + 2)));
+    s1 = __smlad(xe, we1, s1);
+    s1 = __smlad(xo, wo1, s1);
+    uint32_t we2, wo2;
+    __asm__("ldrd %0, %1, [%2, #16]" : "=r"(we2), "=r"(wo2) : "r"(w), "m"(*(const uint32_t(*)[2])(w + 4)));
+    s2 = __smlad(xe, we2, s2);
+    s2 = __smlad(xo, wo2, s2);
+    uint32_t we3, wo3;
+    __asm__("ldrd %0, %1, [%2, #24]" : "=r"(we3), "=r"(wo3) : "r"(w), "m"(*(const uint32_t(*)[2])(w + 6)));
+    s3 = __smlad(xe, we3, s3);
+    s3 = __smlad(xo, wo3, s3);
+#else
+    const int32_t x0 = a[i], x1 = a[i + 1], x2 = a[i + 2], x3 = a[i + 3];
+    s0 += x0 * (int16_t)w[0] + x2 * (int16_t)(w[0] >> 16) + x1 * (int16_t)w[1] + x3 * (int16_t)(w[1] >> 16);
+    s1 += x0 * (int16_t)w[2] + x2 * (int16_t)(w[2] >> 16) + x1 * (int16_t)w[3] + x3 * (int16_t)(w[3] >> 16);
+    s2 += x0 * (int16_t)w[4] + x2 * (int16_t)(w[4] >> 16) + x1 * (int16_t)w[5] + x3 * (int16_t)(w[5] >> 16);
+    s3 += x0 * (int16_t)w[6] + x2 * (int16_t)(w[6] >> 16) + x1 * (int16_t)w[7] + x3 * (int16_t)(w[7] >> 16);
+#endif
+  }
+  acc[0] = s0;
+  acc[1] = s1;
+  acc[2] = s2;
+  acc[3] = s3;
+}
 
 #include "tvmq_model.h"
 
@@ -225,6 +306,7 @@ static void fused_reshape_quantize1(const float* restrict lv5, int8_t* restrict 
 
 static void fused_lut_matmul_int_add(const int8_t* restrict lv8, const uint8_t* restrict param_0, const int8_t* restrict param_1, const float* restrict param_2, const int32_t* restrict param_3, const float* restrict param_4, float* restrict T_add_intermediate, uint8_t* restrict tvmq_ws) {
   int8_t* restrict lut_decode_int = (int8_t*)(tvmq_ws + 0);
+  uint32_t* restrict lut_decode_int_packed = (uint32_t*)(tvmq_ws + 1024);
   int32_t lut_matmul_acc[2];
   float lut_matmul_int_intermediate[1];
   for (int32_t i1_0 = 0; i1_0 < 5; ++i1_0) {
@@ -237,10 +319,11 @@ static void fused_lut_matmul_int_add(const int8_t* restrict lv8, const uint8_t* 
         lut_decode_int[(cse_v2 + 1)] = param_1[(cse_v1 + ((((int32_t)(param_0[cse_v4])) >> 4) & 15))];
       }
     }
+    tvmq_pack2_s8(lut_decode_int, lut_decode_int_packed, 512);
     for (int32_t i1_1_init = 0; i1_1_init < 2; ++i1_1_init) {
       lut_matmul_acc[i1_1_init] = 0;
     }
-    tvmq_dot2_s8(&lv8[0], &lut_decode_int[0], 512, 512, &lut_matmul_acc[0]);
+    tvmq_dot2p_s8(&lv8[0], &lut_decode_int_packed[0], 512, &lut_matmul_acc[0]);
     for (int32_t i1_1 = 0; i1_1 < 2; ++i1_1) {
       const int32_t cse_v3 = ((i1_0 * 2) + i1_1);
       lut_matmul_int_intermediate[0] = (((float)((param_3[cse_v3] + lut_matmul_acc[i1_1]))) * param_2[cse_v3]);

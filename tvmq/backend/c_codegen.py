@@ -124,6 +124,8 @@ class _Printer:
         self.buffers: dict = {}  # buffer var (0.27: buffers are vars) -> C pointer name
         self.workspace = 0
         self.ws_name = "tvmq_ws"
+        self.packed: dict = {}  # weight scratch -> (packed name, stride, block), see _packable
+        self.filling = False  # printing a statement that fills a packed scratch
 
     # -- names ---------------------------------------------------------------------
     def name(self, var, hint: str | None = None) -> str:
@@ -231,12 +233,20 @@ class _Printer:
             depth += 1
         for bind in dbinds:
             self.stmt(bind, depth)
-        self.emit(
-            f"tvmq_dot{int(loop.extent)}_s8(&{self.buf(a_buf)}[{self.expr(a_base)}], "
-            f"&{self.buf(b_buf)}[{self.expr(b0)}], {stride}, {self.expr(nest[-1].extent)}, "
-            f"&{self.buf(acc.buffer)}[{self.expr(i0)}]);",
-            depth,
-        )
+        a_arg, acc_arg = f"&{self.buf(a_buf)}[{self.expr(a_base)}]", f"&{self.buf(acc.buffer)}"
+        n = self.expr(nest[-1].extent)
+        if b_buf in self.packed:  # the block's weights as SMLAD-ready words: 2 per 4 weights
+            self.emit(
+                f"tvmq_dot{int(loop.extent)}p_s8({a_arg}, &{self.packed[b_buf][0]}"
+                f"[{self._word_offset(b0, int(loop.extent))}], {n}, {acc_arg}[{self.expr(i0)}]);",
+                depth,
+            )
+        else:
+            self.emit(
+                f"tvmq_dot{int(loop.extent)}_s8({a_arg}, &{self.buf(b_buf)}[{self.expr(b0)}], "
+                f"{stride}, {n}, {acc_arg}[{self.expr(i0)}]);",
+                depth,
+            )
         for _ in nest[:-1]:
             depth -= 1
             self.emit("}", depth)
@@ -245,6 +255,25 @@ class _Printer:
             self.stmt(st, depth + 1)
         self.emit("}", depth)
         return True
+
+    def _word_offset(self, b0, block: int) -> str:
+        """Word of the packed scratch where weight ``b0`` of the block's first channel is:
+        ``block / 2`` words per weight (``2 * block`` words per 4 weights)."""
+        if _is_zero(b0):
+            return "0"
+        return self.expr(b0) if block == 2 else f"({self.expr(b0)}) * {block // 2}"
+
+    def _alloc_packed(self, b, name: str, nbytes: int, depth: int) -> None:
+        """The SMLAD-ready copy of weight scratch ``b`` (int16 pairs: twice its bytes) in
+        the workspace, word-aligned as ``LDRD`` needs (not on the stack: it is too big for
+        registers, and the workspace is planned RAM)."""
+        pname = self.name(object(), name + "_packed")
+        self.emit(
+            f"uint32_t* restrict {pname} = (uint32_t*)({self.ws_name} + {self.workspace});",
+            depth,
+        )
+        self.packed[b] = (pname, *self.packed[b][1:])
+        self.workspace += -(-2 * nbytes // ALIGN) * ALIGN
 
     def _for_header(self, loop, depth: int) -> None:
         v = self.name(loop.loop_var)
@@ -261,7 +290,18 @@ class _Printer:
         kind = type(s).__name__
         if kind == "SeqStmt":
             for x in s.seq:
+                # after the outermost statement filling a packed scratch (the decode loop
+                # nest, which writes it and does not read it): repack it
+                fills = [] if self.filling else [
+                    (buf, entry) for buf, entry in self.packed.items()
+                    if any(w is not None and w.same_as(buf) for w in _stores(x))
+                    and not _reads(x, buf)
+                ]  # fmt: skip
+                outer, self.filling = self.filling, self.filling or bool(fills)
                 self.stmt(x, depth)
+                self.filling = outer
+                for buf, (pname, stride, blocks) in fills:
+                    self.emit(f"tvmq_pack{blocks}_s8({self.buf(buf)}, {pname}, {stride});", depth)
         elif kind == "For" and self._multi_dot(s, depth):
             return
         elif kind == "For":
@@ -311,6 +351,8 @@ class _Printer:
             self.buffers[b] = name
             if nbytes <= LOCAL_MAX_BYTES:  # scalars and small tiles: locals (registers)
                 self.emit(f"{ctype(b.dtype)} {name}[{numel}];", depth)
+                if b in self.packed:
+                    self._alloc_packed(b, name, nbytes, depth)
                 return
             self.emit(
                 f"{ctype(b.dtype)}* restrict {name} = ({ctype(b.dtype)}*)({self.ws_name} + "
@@ -319,6 +361,8 @@ class _Printer:
             )
             self.buffers[b] = name
             self.workspace += -(-nbytes // ALIGN) * ALIGN
+            if b in self.packed:
+                self._alloc_packed(b, name, nbytes, depth)
         elif kind == "Evaluate":
             value = s.value
             if type(value).__name__ == "IntImm":
@@ -501,6 +545,83 @@ def _multi_dot_pattern(loop):
     return seq[:j], nest, dot, epilogue, (lin_b[0], lin_b[1], lin_acc[0])
 
 
+_CHILDREN = ("seq", "body", "then_case", "else_case", "condition", "value", "indices", "a", "b",
+             "args", "true_value", "false_value", "min", "extent")  # fmt: skip
+
+
+def _walk(node, visit) -> None:
+    """Call ``visit`` on ``node`` and every statement / expression below it (the kinds the
+    printer handles; TVM 0.27 has no Python post-order visitor for TIR)."""
+    visit(node)
+    for field in _CHILDREN:
+        child = getattr(node, field, None) if not isinstance(node, list | tuple) else None
+        if child is None or isinstance(child, str | int | float):
+            continue
+        if isinstance(child, tvm.ir.Array | list | tuple):
+            for c in child:
+                _walk(c, visit)
+        elif isinstance(child, tvm.runtime.Object):
+            _walk(child, visit)
+
+
+def _reads(stmt, buf) -> bool:
+    """Whether ``stmt`` loads from ``buf``."""
+    found = []
+
+    def visit(node):
+        kind = type(node).__name__
+        if kind in ("BufferLoad", "TensorLoad"):
+            src = node.buffer if kind == "BufferLoad" else node.source
+            found.append(src.same_as(buf))
+
+    _walk(stmt, visit)
+    return any(found)
+
+
+def _packable(body) -> dict:
+    """``{weight scratch: (None, stride, block)}`` for the int8 scratch buffers (allocated
+    in the function) that every multi-channel dot product reads in whole words: block 2 or
+    4, constant stride (elements per channel, the whole scratch is ``block * stride``),
+    each dot's length and weight offset multiples of 4. The printer then repacks each such
+    scratch once per channel block, after its decode, into SMLAD-ready words (the int16
+    pairs ``(w0, w2), (w1, w3)`` of every 4 weights, the block's channels interleaved;
+    ``tvmq_pack{E}_s8``), so the inner loop loads each channel's pairs instead of
+    sign-extending the weights again at every pixel (``tvmq_dot{E}p_s8``)."""
+    allocs, sites = {}, {}
+
+    def visit(node):
+        kind = type(node).__name__
+        if kind == "AllocBuffer":
+            allocs[node.buffer] = node.buffer
+        elif kind == "For":
+            found = _multi_dot_pattern(node)
+            if found is not None:
+                _, nest, (_, _, _, (b_buf, _)), _, (b0, stride, _) = found
+                sites.setdefault(b_buf, []).append((int(node.extent), stride, b0, nest[-1]))
+
+    _walk(body, visit)
+    ana = tvm.sym.Analyzer()
+
+    def multiple_of_4(e) -> bool:
+        m = ana.modular_set(e)  # e = coeff * k + base
+        return int(m.coeff) % 4 == 0 and int(m.base) % 4 == 0
+
+    out = {}
+    for buf, uses in sites.items():
+        if buf not in allocs or str(buf.dtype) != "int8":
+            continue
+        numel = math.prod(int(x) for x in buf.shape)
+        blocks, stride = uses[0][0], uses[0][1]
+        ok = stride % 4 == 0 and numel == blocks * stride
+        for e, st, b0, dot in uses:
+            ext = dot.extent
+            ok = ok and e == blocks and st == stride and type(ext).__name__ == "IntImm"
+            ok = ok and int(ext) % 4 == 0 and multiple_of_4(b0)
+        if ok:
+            out[buf] = (None, stride, blocks)
+    return out
+
+
 def _is_zero(e) -> bool:
     return type(e).__name__ == "IntImm" and int(e.value) == 0
 
@@ -527,6 +648,7 @@ def print_function(name: str, func: tirx.PrimFunc) -> CFunction:
         restrict = "" if i in aliased else " restrict"
         decls.append(f"{const}{ctype(dtype)}*{restrict} {cname}")
         params.append((cname, dtype, numel))
+    p.packed = _packable(func.body)
     body_start = len(p.lines)
     p.stmt(func.body, 1)
     body = p.lines[body_start:]
@@ -603,6 +725,56 @@ def _dot_source(n_ch: int) -> str:
     return "\n".join([*body, "}", ""])
 
 
+def _packed_dot_source(n_ch: int) -> str:
+    """C of ``tvmq_pack{n_ch}_s8`` and ``tvmq_dot{n_ch}p_s8`` (see :func:`_packable`):
+    per 4 inputs and channel, one load of the input word shared by the block, two weight
+    words (adjacent: one ``LDRD``) and two ``SMLAD``. Word ``2 * (g * E + c) + h`` holds
+    weights ``4g + h`` and ``4g + h + 2`` of channel ``c`` as int16 (low, high)."""
+    ch = range(n_ch)
+    words = 2 * n_ch
+    pack = [
+        f"static inline void tvmq_pack{n_ch}_s8(const int8_t* b, uint32_t* out, int32_t stride) {{",
+        "  for (int32_t g = 0; g < stride; g += 4) {",
+        f"    for (int32_t c = 0; c < {n_ch}; ++c) {{",
+        "      const int8_t* s = b + c * stride + g;",
+        "      *out++ = (uint32_t)(uint16_t)s[0] | ((uint32_t)(uint16_t)s[2] << 16);",
+        "      *out++ = (uint32_t)(uint16_t)s[1] | ((uint32_t)(uint16_t)s[3] << 16);",
+        "    }",
+        "  }",
+        "}",
+    ]
+    dot = [
+        f"TVMQ_NOVEC static inline void tvmq_dot{n_ch}p_s8(const int8_t* a, const uint32_t* w, "
+        "int32_t n, int32_t* acc) {",
+        "  int32_t " + ", ".join(f"s{c} = acc[{c}]" for c in ch) + ";",
+        f"  for (int32_t i = 0; i < n; i += 4, w += {words}) {{",
+        "#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP",
+        "    uint32_t x;",
+        "    memcpy(&x, a + i, 4);",
+        "    const uint32_t xe = __sxtb16(x), xo = tvmq_sxtb16_ror8(x);",
+    ]
+    for c in ch:
+        dot += [
+            f"    uint32_t we{c}, wo{c};",  # both words of the channel in one LDRD
+            f'    __asm__("ldrd %0, %1, [%2, #{8 * c}]" : "=r"(we{c}), "=r"(wo{c})'
+            f' : "r"(w), "m"(*(const uint32_t(*)[2])(w + {2 * c})));',
+            f"    s{c} = __smlad(xe, we{c}, s{c});",
+            f"    s{c} = __smlad(xo, wo{c}, s{c});",
+        ]
+    dot += [
+        "#else",
+        "    const int32_t x0 = a[i], x1 = a[i + 1], x2 = a[i + 2], x3 = a[i + 3];",
+    ]
+    for c in ch:
+        e, o = f"w[{2 * c}]", f"w[{2 * c + 1}]"
+        dot += [
+            f"    s{c} += x0 * (int16_t){e} + x2 * (int16_t)({e} >> 16)"
+            f" + x1 * (int16_t){o} + x3 * (int16_t)({o} >> 16);"
+        ]
+    dot += ["#endif", "  }", *(f"  acc[{c}] = s{c};" for c in ch), "}", ""]
+    return "\n".join([*pack, "", *dot])
+
+
 def generate_c(mod: tvm.IRModule, schedule: bool = True) -> list[CFunction]:
     """Plain C for every PrimFunc of ``mod`` (e.g. :meth:`QuantizedModel.fused`), sorted by
     name; with ``schedule`` the integer kernels get the MCU schedule first
@@ -662,3 +834,4 @@ C_PRELUDE += (
     "   for a block of 2 or 4 output channels reading one input row (tvmq_dot2_*, 4_*). */\n"
 )
 C_PRELUDE += "\n".join(_dot_source(n) for n in (1, *MULTI_DOT))
+C_PRELUDE += "\n".join(_packed_dot_source(n) for n in MULTI_DOT)
