@@ -42,6 +42,7 @@ from tvmq.kernels import (
     qrange,
     quantize_multiplier,
     residual_multiplier,
+    shared_table,
     supports_integer,
     zero_point_sums,
 )
@@ -401,7 +402,7 @@ class _Legalizer(PyExprMutator):
         table, w_scale = int_level_table(decode.args[1].value.numpy())
         return (
             src.args[0],
-            relax.const(table, "int8"),
+            relax.const(shared_table(table), "int8"),
             w_scale,
             prim_float(src.args[1]),
             prim_int(src.args[2]),

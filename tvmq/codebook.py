@@ -247,11 +247,14 @@ class Codebook:
         whose scheme derives its levels from a few parameters (``meta
         ["param_bytes_per_group"]``: a uniform scale, TFX's IS/SC) costs those bytes per
         group; otherwise, or with ``tables=True``, each level costs ``level_bytes`` (4 for
-        the float32 tables the kernels read, 2 for fp16).
+        the float32 tables the kernels read, 2 for fp16). A ``shared`` codebook (one level
+        shape scaled per group) costs one table plus its per-group scales.
         """
         codes = math.ceil(numel * self.bits / 8)
         per_group = self.meta.get("param_bytes_per_group")
-        if per_group is not None and not tables:
+        if self.meta.get("shared"):  # one table and a scale per group
+            book = self.n_groups * int(per_group) + self.levels.shape[-1] * level_bytes
+        elif per_group is not None and not tables:
             book = self.n_groups * int(per_group)
         else:
             book = self.levels.size * level_bytes

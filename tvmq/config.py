@@ -21,7 +21,7 @@ from .errors import ConfigError, UnknownNameError
 from .schemes import SchemeConfig, make_config
 
 CONFIG_VERSION = 1
-_GRANULARITIES = ("channel", "tensor", "group")
+_GRANULARITIES = ("channel", "tensor", "group", "shared")
 
 
 _ACT_METHODS = ("minmax", "percentile", "mse")
@@ -190,9 +190,11 @@ class QuantConfig:
     weight : SchemeConfig, str or dict
         The default weight scheme (``"kmeans"``, a config, or a ``to_dict()`` dict); its
         ``axis`` is ignored, the layer's output-channel axis is used.
-    granularity : {"channel", "tensor", "group"}
+    granularity : {"channel", "tensor", "group", "shared"}
         One codebook per output channel, per tensor, or per ``group_size`` weights along
-        each channel's reduction dimension.
+        each channel's reduction dimension; ``"shared"``: one level shape per tensor
+        scaled per output channel (:attr:`tvmq.schemes.SchemeConfig.shared`), the
+        smallest tables for integer kernels.
     group_size : int, optional
         Required with ``granularity="group"``.
     overrides : tuple of (pattern, dict)
@@ -241,7 +243,9 @@ class QuantConfig:
         base.update(opts)
         gran = {"axis": axis, "group_size": self.group_size}
         if self.granularity == "tensor":
-            gran = {"axis": None, "group_size": None}
+            gran = {"axis": None, "group_size": None, "shared": False}
+        elif self.granularity == "shared":
+            gran = {"axis": axis, "group_size": None, "shared": True}
         base.update(gran)
         return make_config(base)
 
@@ -301,6 +305,9 @@ PRESETS: dict[str, QuantConfig] = {
     "w4-quantile-a8": QuantConfig(weight={"scheme": "quantile", "bits": 4}, activation={}),
     "w4-kmeans-a4": QuantConfig(weight={"scheme": "kmeans", "bits": 4}, activation={"bits": 4}),
     "w2-kmeans-a8": QuantConfig(weight={"scheme": "kmeans", "bits": 2}, activation={}),
+    "w4-kmeans-shared-a8": QuantConfig(
+        weight={"scheme": "kmeans", "bits": 4}, granularity="shared", activation={}
+    ),
 }
 
 

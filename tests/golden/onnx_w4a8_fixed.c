@@ -132,8 +132,15 @@ static inline void tvmq_pack2_s8(const int8_t* b, uint32_t* out, int32_t stride)
   for (int32_t g = 0; g < stride; g += 4) {
     for (int32_t c = 0; c < 2; ++c) {
       const int8_t* s = b + c * stride + g;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+      uint32_t x;
+      memcpy(&x, s, 4);
+      *out++ = __sxtb16(x);
+      *out++ = tvmq_sxtb16_ror8(x);
+#else
       *out++ = (uint32_t)(uint16_t)s[0] | ((uint32_t)(uint16_t)s[2] << 16);
       *out++ = (uint32_t)(uint16_t)s[1] | ((uint32_t)(uint16_t)s[3] << 16);
+#endif
     }
   }
 }
@@ -167,8 +174,15 @@ static inline void tvmq_pack4_s8(const int8_t* b, uint32_t* out, int32_t stride)
   for (int32_t g = 0; g < stride; g += 4) {
     for (int32_t c = 0; c < 4; ++c) {
       const int8_t* s = b + c * stride + g;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+      uint32_t x;
+      memcpy(&x, s, 4);
+      *out++ = __sxtb16(x);
+      *out++ = tvmq_sxtb16_ror8(x);
+#else
       *out++ = (uint32_t)(uint16_t)s[0] | ((uint32_t)(uint16_t)s[2] << 16);
       *out++ = (uint32_t)(uint16_t)s[1] | ((uint32_t)(uint16_t)s[3] << 16);
+#endif
     }
   }
 }

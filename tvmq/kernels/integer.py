@@ -11,10 +11,12 @@ runs; a fixed-point requantize replaces it for FPU-less cores (deployment issue)
 per-tensor and per-channel codebooks qualify: a group scale that varies along the
 reduction cannot be factored out of the sum.
 
-int8 tables keep the sum in int32 for any reduction below 66,000 (``255 * 127 * K``).
+int8 tables keep the sum in int32 for any reduction below 65,000 (``255 * 128 * K``).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -33,12 +35,40 @@ ZP_FOLDED = "folded"
 
 
 def int_level_table(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(T, w_scale)``: int8 ``T[G, K]`` and float32 ``w_scale[G]`` with levels ~ T * scale."""
+    """``(T, w_scale)``: int8 ``T[G, K]`` and float32 ``w_scale[G]`` with levels ~ T * scale.
+
+    A row whose levels are integer multiples of their smallest gap (uniform levels, up to
+    float32 noise) is stored exactly: ``T = level / gap`` in [-128, 127] and ``scale =
+    gap``, so a uniform grid loses nothing to the int8 table and every channel of a
+    per-channel uniform layer gets the same row (one shared table, :func:`shared_table`).
+    Other rows are scaled to +-127 and rounded."""
     lv = np.asarray(levels, dtype=np.float32)
     amax = np.abs(lv).max(axis=1)
     scale = np.where(amax > 0, amax / TABLE_MAX, 1.0).astype(np.float32)
     table = np.clip(np.round(lv / scale[:, None]), -TABLE_MAX, TABLE_MAX).astype(np.int8)
+    for g, row in enumerate(lv):
+        gap = _integer_grid_gap(row)
+        if gap is not None:
+            scale[g] = gap
+            table[g] = np.rint(row.astype(np.float64) / float(gap)).astype(np.int8)
     return table, scale
+
+
+def _integer_grid_gap(row: np.ndarray) -> np.float32 | None:
+    """The gap ``d`` when every level of ``row`` is ``j * d`` with integer ``j`` in
+    [-128, 127] (to 1e-3 of a gap), else None."""
+    u = np.unique(row.astype(np.float64))
+    if u.size < 2:
+        return None
+    first = np.diff(u).min()
+    if not first > 0:
+        return None
+    x = row.astype(np.float64)
+    j = np.rint(x / first)
+    gap = float(np.dot(x, j) / np.dot(j, j))  # least squares: float32 levels carry noise
+    if np.abs(x - j * gap).max() > 1e-3 * gap or j.min() < -128 or j.max() > 127:
+        return None
+    return np.float32(gap)
 
 
 def snap_levels(levels: np.ndarray) -> np.ndarray:
@@ -59,6 +89,21 @@ def supports_integer(spec: LutWeight) -> bool:
     return spec.group_size is None
 
 
+def shared_table(table: np.ndarray) -> np.ndarray:
+    """``table[:1]`` when every row of the int8 level table is the same (a ``shared``
+    codebook, or uniform levels symmetric per channel): the kernels then read one row for
+    all channels, their per-channel scales being in the epilogue. Else ``table``."""
+    t = np.asarray(table)
+    return t[:1] if t.shape[0] > 1 and bool(np.all(t == t[:1])) else t
+
+
+def _for_table(spec: LutWeight, rows: int) -> LutWeight:
+    """``spec`` as the decode of a ``rows``-row table sees it (one row: one group)."""
+    if rows == 1 and spec.n_groups > 1:
+        return dataclasses.replace(spec, axis=None, group_size=None, n_groups=1)
+    return spec
+
+
 def decode_int_compute(packed, table, spec: LutWeight, out_axis: int):
     """TE stage ``lut_decode_int``: the int8 weight ``T[g, code]`` in the kernel's layout.
 
@@ -70,6 +115,7 @@ def decode_int_compute(packed, table, spec: LutWeight, out_axis: int):
     from tvm import te
 
     per_byte = 8 // spec.bits if 8 % spec.bits == 0 else 1
+    spec = _for_table(spec, int(table.shape[0]))
     return te.compute(
         spec.shape,
         lambda *i: table[spec.group_of(i), spec.code_expr(packed, i)],
@@ -86,7 +132,8 @@ def zero_point_sums(packed, table, spec: LutWeight, out_axis: int, x_zero: int) 
     terms cancel too). Callers that know the weights (the legalizer) pass it as a constant
     so the kernel has no extra stage; see :func:`lut_matmul_int_compute`.
     """
-    w = lut_decode_reference(packed, np.asarray(table, np.float32), spec).astype(np.int64)
+    table = np.asarray(table, np.float32)
+    w = lut_decode_reference(packed, table, _for_table(spec, table.shape[0])).astype(np.int64)
     axes = tuple(d for d in range(w.ndim) if d != out_axis)
     return (-int(x_zero) * w.sum(axis=axes)).astype(np.int32)
 
@@ -105,6 +152,7 @@ def _zero_point_term(packed, table, spec: LutWeight, out_axis: int, x_zero: int,
     if x_zero == 0:
         return None
     red = [te.reduce_axis((0, int(n)), name=f"s{d}") for d, n in enumerate(spec.shape)]
+    spec = _for_table(spec, int(table.shape[0]))
 
     def wsum(o):
         idx = tuple(o if d == out_axis else red[d] for d in range(len(spec.shape)))

@@ -44,6 +44,12 @@ class SchemeConfig:
         weights); None for one codebook per tensor.
     group_size : int or None
         Split each channel's reduction dimension into groups of this many elements.
+    shared : bool
+        One level *shape* for all groups, fitted to the pooled values of every group
+        divided by its largest magnitude; group ``g``'s levels are ``scale[g] * shape``.
+        The integer kernels then store one int8 table per tensor (the scales fold into
+        the requantize) instead of one per channel: on small layers (a 3x3 depthwise
+        channel has 9 weights and 16 levels at 4 bits) the tables cost more than the codes.
     """
 
     name: ClassVar[str] = ""
@@ -51,6 +57,7 @@ class SchemeConfig:
     bits: int = 4
     axis: int | None = None
     group_size: int | None = None
+    shared: bool = False
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
@@ -86,9 +93,13 @@ class SchemeConfig:
             if np.any(w < 0):
                 raise DataError("importance must be non-negative")
             wrows = group_rows(w, self.axis, self.group_size)
-        fits = [
-            self.fit_group(rows[g], None if wrows is None else wrows[g]) for g in range(len(rows))
-        ]
+        if self.shared and len(rows) > 1:
+            fits = self._fit_shared(rows, wrows)
+        else:
+            fits = [
+                self.fit_group(rows[g], None if wrows is None else wrows[g])
+                for g in range(len(rows))
+            ]
         levels, thresholds = _stack(fits)
         return Codebook(
             bits=self.bits,
@@ -100,10 +111,29 @@ class SchemeConfig:
             scheme=self.name,
             meta={
                 "config": self.to_dict(),
-                "param_bytes_per_group": self.param_bytes(),
+                "param_bytes_per_group": 4 if self.shared else self.param_bytes(),
+                "shared": bool(self.shared and len(rows) > 1),
                 "groups": [f.meta for f in fits] if any(f.meta for f in fits) else [],
             },
         )
+
+    def _fit_shared(self, rows, wrows) -> list[GroupFit]:
+        """Per-group fits sharing one level shape (see ``shared``), normalized so its
+        largest magnitude is 1: each group's largest level magnitude is then its scale,
+        which is what :func:`tvmq.kernels.int_level_table` divides by (identical rows)."""
+        scale = np.array([np.sqrt(np.mean(r**2)) if r.size else 0.0 for r in rows], np.float64)
+        scale = np.where(scale > 0, scale, 1.0)
+        pooled = np.concatenate([r / s for r, s in zip(rows, scale)])
+        weights = None if wrows is None else np.concatenate(list(wrows))
+        fit = self.fit_group(pooled, weights)
+        top = float(np.abs(fit.levels).max()) or 1.0
+        shape = np.asarray(fit.levels, np.float64) / top
+        scale = scale * top
+        out = []
+        for s in scale:
+            t = None if fit.thresholds is None else np.asarray(fit.thresholds) * s / top
+            out.append(GroupFit(shape * s, t, {"scale": float(s)}))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """``{"scheme": name, **fields}``, JSON-serializable."""
