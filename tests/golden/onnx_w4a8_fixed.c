@@ -320,7 +320,6 @@ static void fused_reshape_quantize1(const float* restrict lv5, int8_t* restrict 
 
 static void fused_lut_matmul_int_add(const int8_t* restrict lv8, const uint8_t* restrict param_0, const int8_t* restrict param_1, const float* restrict param_2, const int32_t* restrict param_3, const float* restrict param_4, float* restrict T_add_intermediate, uint8_t* restrict tvmq_ws) {
   int8_t* restrict lut_decode_int = (int8_t*)(tvmq_ws + 0);
-  uint32_t* restrict lut_decode_int_packed = (uint32_t*)(tvmq_ws + 1024);
   int32_t lut_matmul_acc[2];
   float lut_matmul_int_intermediate[1];
   for (int32_t i1_0 = 0; i1_0 < 5; ++i1_0) {
@@ -333,11 +332,10 @@ static void fused_lut_matmul_int_add(const int8_t* restrict lv8, const uint8_t* 
         lut_decode_int[(cse_v2 + 1)] = param_1[(cse_v1 + ((((int32_t)(param_0[cse_v4])) >> 4) & 15))];
       }
     }
-    tvmq_pack2_s8(lut_decode_int, lut_decode_int_packed, 512);
     for (int32_t i1_1_init = 0; i1_1_init < 2; ++i1_1_init) {
       lut_matmul_acc[i1_1_init] = 0;
     }
-    tvmq_dot2p_s8(&lv8[0], &lut_decode_int_packed[0], 512, &lut_matmul_acc[0]);
+    tvmq_dot2_s8(&lv8[0], &lut_decode_int[0], 512, 512, &lut_matmul_acc[0]);
     for (int32_t i1_1 = 0; i1_1 < 2; ++i1_1) {
       const int32_t cse_v3 = ((i1_0 * 2) + i1_1);
       lut_matmul_int_intermediate[0] = (((float)((param_3[cse_v3] + lut_matmul_acc[i1_1]))) * param_2[cse_v3]);

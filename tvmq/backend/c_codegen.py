@@ -589,7 +589,7 @@ def _packable(body) -> dict:
     sign-extending the weights again at every pixel (``tvmq_dot{E}p_s8``)."""
     allocs, sites = {}, {}
 
-    def visit(node):
+    def visit(node, loops):
         kind = type(node).__name__
         if kind == "AllocBuffer":
             allocs[node.buffer] = node.buffer
@@ -597,9 +597,24 @@ def _packable(body) -> dict:
             found = _multi_dot_pattern(node)
             if found is not None:
                 _, nest, (_, _, _, (b_buf, _)), _, (b0, stride, _) = found
-                sites.setdefault(b_buf, []).append((int(node.extent), stride, b0, nest[-1]))
+                # uses of one decoded block: the enclosing loops that do not refill it
+                reuse = math.prod(
+                    int(lp.extent) if type(lp.extent).__name__ == "IntImm" else 2
+                    for lp in loops
+                    if not any(w is not None and w.same_as(b_buf) for w in _stores(lp))
+                )
+                sites.setdefault(b_buf, []).append((int(node.extent), stride, b0, nest[-1], reuse))
+                return
+        for field in ("seq", "body", "then_case", "else_case"):
+            child = getattr(node, field, None)
+            inner = [*loops, node] if kind == "For" else loops
+            if isinstance(child, tvm.ir.Array | list | tuple):
+                for c in child:
+                    visit(c, inner)
+            elif child is not None and isinstance(child, tvm.runtime.Object):
+                visit(child, inner)
 
-    _walk(body, visit)
+    visit(body, [])
     ana = tvm.sym.Analyzer()
 
     def multiple_of_4(e) -> bool:
@@ -613,7 +628,10 @@ def _packable(body) -> dict:
         numel = math.prod(int(x) for x in buf.shape)
         blocks, stride = uses[0][0], uses[0][1]
         ok = stride % 4 == 0 and numel == blocks * stride
-        for e, st, b0, dot in uses:
+        # the repack costs about what 2.5 uses of the block save: a dense layer at batch 1
+        # (one use) would pay it for nothing, and hold twice the scratch
+        ok = ok and sum(u[4] for u in uses) >= PACK_MIN_REUSE
+        for e, st, b0, dot, _ in uses:
             ext = dot.extent
             ok = ok and e == blocks and st == stride and type(ext).__name__ == "IntImm"
             ok = ok and int(ext) % 4 == 0 and multiple_of_4(b0)
@@ -625,6 +643,10 @@ def _packable(body) -> dict:
 def _is_zero(e) -> bool:
     return type(e).__name__ == "IntImm" and int(e.value) == 0
 
+
+PACK_MIN_REUSE = 4
+"""Repack a channel block's weights only when its dot products run at least this often
+per decode (output pixels; see :func:`_packable`)."""
 
 MULTI_DOT = (2, 4)
 """Channel-block sizes with a ``tvmq_dot{E}_...`` in :data:`C_PRELUDE`."""
