@@ -27,6 +27,7 @@ from tvmq.errors import DataError
 from tvmq.kernels import qrange
 from tvmq.ops import DEQUANTIZE_OP, QUANTIZE_OP, act_params, dequantize, is_op, quantize
 from tvmq.schemes.uniform import UniformConfig, uniform_grid
+from tvmq.targets import host_llvm
 
 MAX_SAMPLES = 200_000
 
@@ -110,7 +111,7 @@ def run_samples(mod: tvm.IRModule, data, params) -> Iterable:
                 raise DataError("calibration data holds NaN/inf")
             args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
         if vm is None:
-            target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+            target = host_llvm(1)
             vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
         yield vm["main"](*args)
         count += 1

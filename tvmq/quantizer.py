@@ -17,8 +17,11 @@ def _target(target: str | dict):
     if isinstance(target, dict):
         return Target(target)
     if target == "llvm":
-        # One core: the models are for single-core MCUs, and the host is shared.
-        return Target({"kind": "llvm", "num-cores": 1})
+        # One core: the models are for single-core MCUs, and the host is shared; this CPU's
+        # instruction set (tvmq.targets).
+        from .targets import host_llvm
+
+        return host_llvm(1)
     return Target(target)
 
 

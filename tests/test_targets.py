@@ -1,0 +1,52 @@
+"""The host LLVM target: this CPU, and no FMA contraction unless asked for."""
+
+import platform
+
+import numpy as np
+import pytest
+from test_integer_path import calib_batches
+from test_quantize_e2e import onnx_model
+
+import tvmq
+from tvmq import targets
+from tvmq.backend.aot import generate_aot
+from tvmq.backend.host import HostModel
+from tvmq.config import fixed_point
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def test_host_target_names_this_cpu(monkeypatch):
+    cpu = targets.host_cpu()
+    t = targets.host_llvm()
+    assert int(t.attrs["num-cores"]) == 1
+    if cpu is None:
+        pytest.skip("LLVM does not know this CPU")
+    assert str(t.attrs["mcpu"]) == cpu
+    if X86:
+        assert "-fma" in [str(a) for a in t.attrs["mattr"]]
+        assert "mattr" not in targets.host_llvm(exact=False).attrs
+    monkeypatch.setenv("TVMQ_HOST_MCPU", "generic")
+    targets.host_cpu.cache_clear()
+    try:
+        assert "mcpu" not in targets.host_llvm().attrs
+    finally:
+        monkeypatch.undo()
+        targets.host_cpu.cache_clear()
+
+
+@pytest.mark.skipif(not X86, reason="FMA contraction is only switched off on x86")
+def test_exact_host_build_equals_the_c_bit_for_bit(tmp_path):
+    """The default build and the generated C agree exactly (float epilogues included);
+    with FMA allowed they differ in the last bits, which is why it is not the default."""
+    qm = tvmq.quantize(onnx_model(), fixed_point("w4-kmeans-a8"), calib=calib_batches(4))
+    host = HostModel(generate_aot(qm.fused()), tmp_path)
+    xs = np.random.default_rng(3).standard_normal((6, 1, 3, 12, 12)).astype(np.float32)
+    c = np.stack([host.run(x) for x in xs])
+    exact = np.stack([qm.build().run(x) for x in xs])
+    np.testing.assert_array_equal(exact.view(np.uint32), c.view(np.uint32))
+    if targets.host_cpu() is not None:
+        qm._vms.clear()
+        fast = qm.build(targets.host_llvm(exact=False))
+        fused = np.stack([fast.run(x) for x in xs])
+        np.testing.assert_allclose(fused, c, rtol=1e-5, atol=1e-7)

@@ -1,0 +1,49 @@
+"""The host LLVM target tvmq builds for: this machine's CPU, one core by default.
+
+TVM's plain ``llvm`` target means baseline x86-64 (SSE2): no AVX2 / AVX-512, so LLVM
+cannot vectorize the int8 dot products of the LUT kernels well. tvmq asks LLVM for the
+host CPU (``target.llvm_get_system_cpu``, e.g. ``rocketlake``), as ``-mcpu=native``
+would. ``TVMQ_HOST_MCPU=generic`` (or another LLVM CPU name) overrides it, e.g. to build
+for a different machine. Tuning databases are keyed by the target, so records made for
+another CPU are not reused.
+
+TVM's LLVM backend always allows floating-point contraction (``AllowFPOpFusion::Fast``;
+its ``fast-math-contract`` option does not turn it off), so on a CPU with FMA the float
+epilogues round differently from the C the device runs (``-ffp-contract=off``): 6e-8
+apart on the test model. ``exact=True`` (the default) builds without the ``fma``
+feature, which keeps host and device outputs bit-identical; LLVM then also drops the
+AVX-512 extensions that depend on it (measured, KWS W4A8 LUT model on the 2-core Xeon
+here: generic x86-64 595 us, this CPU exact 314 us, with FMA 262 us).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+
+@functools.cache
+def host_cpu() -> str | None:
+    """LLVM's name for this machine's CPU (None: unknown or ``TVMQ_HOST_MCPU=generic``)."""
+    name = os.environ.get("TVMQ_HOST_MCPU")
+    if name is None:
+        import tvm
+
+        get = tvm.get_global_func("target.llvm_get_system_cpu", allow_missing=True)
+        name = str(get()) if get is not None else "generic"
+    return None if name in ("", "generic") else name
+
+
+def host_llvm(num_cores: int = 1, *, exact: bool = True):
+    """The LLVM target of this CPU (``num-cores``; ``exact``: no FMA contraction, see the
+    module doc)."""
+    import tvm
+
+    spec: dict = {"kind": "llvm", "num-cores": int(num_cores)}
+    cpu = host_cpu()
+    if cpu is not None:
+        spec["mcpu"] = cpu
+        if exact and platform.machine().lower() in ("x86_64", "amd64", "i686"):
+            spec["mattr"] = ["-fma"]  # (Arm cores fuse multiply-adds whatever the features)
+    return tvm.target.Target(spec)
