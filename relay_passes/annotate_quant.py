@@ -223,12 +223,17 @@ def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _En
         codes2d, _ = weight_to_2d(cb.encode(w_store), how)
         groups = np.zeros(w2d.shape[0], np.int64) if cb.axis is None else np.arange(len(w2d))
         levels = cb.levels
+        shared = None
+        if cb.meta.get("shared"):  # refit the one shape, keep the per-channel scales
+            shared = np.array([m["scale"] for m in cb.meta["groups"]], np.float64)
         for _ in range(config.ptq.iterations):
             if config.ptq.gptq:
                 codes2d = gptq_codes(w2d, levels[groups], data.rows, config.ptq.damp)
             levels, codes2d = refine_levels(
-                w2d, codes2d, levels, groups, data.rows, config.ptq.ridge
+                w2d, codes2d, levels, groups, data.rows, config.ptq.ridge, shared
             )
+            if shared is not None:
+                shared = np.abs(levels.astype(np.float64)).max(axis=1)
         cb = dataclasses.replace(cb, levels=levels, thresholds=None)
         what = "codes (error feedback) and levels" if config.ptq.gptq else "levels"
         codes, note = back(codes2d), f"{what} fitted on calibration data"

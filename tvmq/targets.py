@@ -4,8 +4,9 @@ TVM's plain ``llvm`` target means baseline x86-64 (SSE2): no AVX2 / AVX-512, so 
 cannot vectorize the int8 dot products of the LUT kernels well. tvmq asks LLVM for the
 host CPU (``target.llvm_get_system_cpu``, e.g. ``rocketlake``), as ``-mcpu=native``
 would. ``TVMQ_HOST_MCPU=generic`` (or another LLVM CPU name) overrides it, e.g. to build
-for a different machine. Tuning databases are keyed by the target, so records made for
-another CPU are not reused.
+for a different machine. (MetaSchedule's JSON database looks records up by workload,
+not by target: schedules tuned for one x86 CPU are applied on another, as valid if not
+as fast.)
 
 TVM's LLVM backend always allows floating-point contraction (``AllowFPOpFusion::Fast``;
 its ``fast-math-contract`` option does not turn it off), so on a CPU with FMA the float

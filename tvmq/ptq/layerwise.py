@@ -39,6 +39,7 @@ def refine_levels(
     row_group: np.ndarray,
     x: np.ndarray,
     ridge: float = 0.05,
+    shared_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Output-optimal levels for fixed codes.
 
@@ -56,6 +57,10 @@ def refine_levels(
         Calibration inputs of the layer (im2col rows for a convolution).
     ridge : float
         Regularization relative to the mean diagonal of the normal equations.
+    shared_scale : (G,) float, optional
+        For a ``shared`` codebook (``levels[g] = shared_scale[g] * shape``): fit the one
+        shape to all groups' outputs at once (the normal equations summed with weights
+        ``scale**2`` and ``scale``), so the groups keep sharing one table.
 
     Returns
     -------
@@ -80,7 +85,14 @@ def refine_levels(
         hess[g] += b.T @ b
         rhs[g] += b.T @ t
     new = lv.copy()
-    for g in range(n_groups):
+    if shared_scale is not None:
+        sc = np.asarray(shared_scale, np.float64)
+        h, r = np.tensordot(sc**2, hess, axes=1), sc @ rhs
+        lam = ridge * max(np.trace(h) / n_levels, 1e-12)
+        shape = np.linalg.solve(h + lam * np.eye(n_levels), r + lam * lv[0] / sc[0])
+        top = float(np.abs(shape).max()) or 1.0  # largest level = the scale (int8 tables)
+        new = (sc * top)[:, None] * (shape / top)[None, :]
+    for g in range(n_groups if shared_scale is None else 0):
         scale = max(np.trace(hess[g]) / n_levels, 1e-12)
         lam = ridge * scale
         a = hess[g] + lam * np.eye(n_levels)
