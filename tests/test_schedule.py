@@ -188,3 +188,41 @@ def test_global_average_pool_fuses_into_the_last_conv(kws_w4a8, mlperf_model, mo
     a, b = kws_w4a8.build(), unfused.build()
     for x in rng.uniform(-50, 50, (3, 1, 49, 10, 1)).astype(np.float32):
         np.testing.assert_array_equal(a.run(x).view(np.uint32), b.run(x).view(np.uint32))
+
+
+def test_host_depthwise_schedule_vectorizes_channels_and_keeps_results(kws_w4a8):
+    """On a host CPU the depthwise kernel walks pixels outside and channels innermost
+    (LLVM vectorizes across channels); its outputs equal the MCU schedule's exactly."""
+    from tvmq.backend.mcu_measure import mcu_target
+    from tvmq.backend.schedule import is_mcu_target, schedule_primfunc
+    from tvmq.targets import host_llvm
+
+    assert is_mcu_target(mcu_target("mps2-an386")) and not is_mcu_target(host_llvm())
+    fused = kws_w4a8.fused()
+    depthwise = [
+        gv.name_hint
+        for gv, f in fused.functions_items()
+        if isinstance(f, tirx.PrimFunc) and '"tvmq.depthwise": 1' in f.script()
+    ]
+    assert len(depthwise) == 1, depthwise  # the four depthwise layers share one kernel
+    call = next(
+        b.value
+        for block in fused["main"].body.blocks
+        for b in block.bindings
+        if "call_tir" in str(b.value.op) and b.value.args[0].name_hint == depthwise[0]
+    )
+    consts = [a.value.numpy() for a in call.args[1].fields[1:]]  # the layer's weights etc.
+    x = np.random.default_rng(2).integers(
+        -128, 128, [int(n) for n in call.args[1].fields[0].ty.shape]
+    )
+    outs = []
+    for host in (False, True):
+        prim = schedule_primfunc(fused[depthwise[0]], host).with_attr("global_symbol", "k")
+        assert ("T.vectorized" in prim.script()) == host  # the epilogue across channels
+        lib = tvm.compile(tvm.IRModule({"k": prim}), target=host_llvm())
+        out = np.zeros([int(n) for n in prim.params[-1].shape], str(prim.params[-1].dtype))
+        args = [tvm.runtime.tensor(a) for a in (x.astype(np.int8), *consts, out)]
+        lib.mod["k"](*args)
+        outs.append(args[-1].numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert np.unique(outs[0]).size > 10

@@ -27,15 +27,17 @@ def fusion_passes() -> list:
     ]
 
 
-def _schedule_integer_kernels() -> tvm.transform.Pass:
+def _schedule_integer_kernels(target=None) -> tvm.transform.Pass:
     """The integer LUT kernels' schedule (:mod:`tvmq.backend.schedule`): decoding each
     output channel's weights once instead of once per multiply-accumulate pays on any CPU,
-    not only on an MCU."""
-    from .backend.schedule import schedule_mcu
+    not only on an MCU; on a host CPU depthwise convs vectorize across channels."""
+    from .backend.schedule import is_mcu_target, schedule_mcu
+
+    host = target is not None and not is_mcu_target(target)
 
     @tvm.transform.module_pass(opt_level=0, name="TvmqScheduleIntegerKernels")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return schedule_mcu(mod)
+        return schedule_mcu(mod, host=host)
 
     return _pass
 
@@ -53,7 +55,7 @@ def lut_pipeline(target: tvm.target.Target, tuning: str | None = None) -> tvm.tr
                 cpu.library_dispatch_passes(target)
                 + fusion_passes()
                 + apply_db
-                + [_schedule_integer_kernels()]
+                + [_schedule_integer_kernels(target)]
                 + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target)
             )

@@ -54,12 +54,14 @@ def _try(fn, *args, **kwargs) -> bool:
         return False
 
 
-def _schedule_acc(sch: Schedule, acc) -> None:
+def _schedule_acc(sch: Schedule, acc, host: bool = False) -> None:
     block = sch.get(acc)
     ann = block.annotations
     c_pos = int(ann[ANNOTATION])
     order = [int(i) for i in ann["tvmq.reduce_order"]]
     depthwise = bool(int(ann["tvmq.depthwise"]))
+    if host and depthwise and _depthwise_for_vectors(sch, acc, c_pos):
+        return
     loops = sch.get_loops(acc)
     n_sp = sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
     spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
@@ -108,6 +110,30 @@ def _schedule_acc(sch: Schedule, acc) -> None:
             sch.unroll(r)
 
 
+def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
+    """A depthwise conv for a CPU with vector units: pixels outer, the (channels-last)
+    channel loop innermost, so LLVM vectorizes it across channels; padded input and
+    decoded weights computed once, the window unrolled, the epilogue per pixel. (The MCU
+    schedule walks one channel at a time: right for a scalar core, 1.9x slower here on the
+    KWS depthwise layers.) False, nothing changed, unless channels are the last axis."""
+    loops = sch.get_loops(acc)
+    n_sp = sum(1 for iv in sch.get(acc).iter_vars if int(iv.iter_type) == 0)
+    if c_pos != n_sp - 1:
+        return False
+    spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
+    sch.reorder(*spatial[:-1], *reduce, spatial[-1])
+    for blk in sch.get_consumers(acc):
+        _try(sch.reverse_compute_at, blk, spatial[-2], preserve_unit_loops=True)
+    if reduce:
+        _try(sch.decompose_reduction, acc, reduce[0])
+    for r in reduce:
+        if int(sch.get(r).extent) > 1:
+            sch.unroll(r)
+    for blk in sch.get_consumers(acc):
+        _try(sch.vectorize, sch.get_loops(blk)[-1])
+    return True
+
+
 UNROLL_DEPTHWISE = 25
 """Depthwise windows of at most this many taps are unrolled (no dot-product loop of 3)."""
 
@@ -148,16 +174,17 @@ def _unroll_codes_of_a_byte(sch: Schedule, decode) -> None:
     sch.unroll(inner)
 
 
-def schedule_primfunc(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """The MCU schedule of one PrimFunc (unchanged when it has no annotated kernel or was
-    already scheduled, e.g. by MetaSchedule from a tuning database)."""
+def schedule_primfunc(func: tirx.PrimFunc, host: bool = False) -> tirx.PrimFunc:
+    """The MCU schedule of one PrimFunc (``host``: the variant for a CPU with vector
+    units, see :func:`schedule_host`); unchanged when it has no annotated kernel or was
+    already scheduled, e.g. by MetaSchedule from a tuning database."""
     if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)):
         return func
-    sch = schedule_of(tvm.IRModule({"main": func}))
+    sch = schedule_of(tvm.IRModule({"main": func}), host)
     return func if sch is None else sch.mod["main"]
 
 
-def schedule_of(mod: tvm.IRModule) -> Schedule | None:
+def schedule_of(mod: tvm.IRModule, host: bool = False) -> Schedule | None:
     """tvmq's schedule of a one-function module (a tuning task's workload) as a
     :class:`Schedule` whose trace can seed a tuning database, or None when the function
     has no annotated LUT kernel."""
@@ -169,14 +196,27 @@ def schedule_of(mod: tvm.IRModule) -> Schedule | None:
     if not blocks:
         return None
     for acc in blocks:
-        _schedule_acc(sch, acc)
+        _schedule_acc(sch, acc, host)
     return sch
 
 
-def schedule_mcu(mod: tvm.IRModule) -> tvm.IRModule:
+def schedule_mcu(mod: tvm.IRModule, host: bool = False) -> tvm.IRModule:
     """Apply :func:`schedule_primfunc` to every PrimFunc of ``mod`` (other functions kept)."""
     out = {}
     for gv, f in mod.functions_items():
-        out[gv] = schedule_primfunc(f) if isinstance(f, tirx.PrimFunc) else f
+        out[gv] = schedule_primfunc(f, host) if isinstance(f, tirx.PrimFunc) else f
     new = tvm.IRModule(out, attrs=mod.attrs)
     return new
+
+
+def schedule_host(mod: tvm.IRModule) -> tvm.IRModule:
+    """The schedule for host builds: the MCU one, except depthwise convs, which vectorize
+    across channels (:func:`_depthwise_for_vectors`)."""
+    return schedule_mcu(mod, host=True)
+
+
+def is_mcu_target(target) -> bool:
+    """Whether ``target`` is a microcontroller (an Arm Thumb triple: the MCU schedule)
+    rather than a host CPU (:func:`schedule_host`)."""
+    triple = str(target.attrs.get("mtriple", "")) if target is not None else ""
+    return triple.startswith(("thumb", "arm"))
