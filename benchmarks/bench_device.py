@@ -93,6 +93,32 @@ def run(out_dir: Path, models_dir: Path, progress=None) -> dict:
     return results
 
 
+TARGET_SPEEDUP = 0.8
+"""The deployment issue's goal: at W4A8 at most 0.8x TFLM + CMSIS-NN's instructions."""
+HALF = 0.55
+""""About half the int8 weight flash": codes + tables at most this fraction of it."""
+
+
+def targets(results: dict) -> dict:
+    """Per model and 4-bit config, the deployment issue's targets: ``instructions`` (<= 0.8x
+    CMSIS-NN), ``arena`` (<= TFLM's), ``flash`` (codes + tables <= ~half the int8
+    weights) and ``vs_int8`` (no more instructions than our own W8A8 baseline)."""
+    out = {}
+    for name, rows in results["models"].items():
+        ref = results["tflm_reference"][name]
+        base = next((r for r in rows if r["config"].startswith("w8-")), None)
+        for r in rows:
+            if not r["config"].startswith("w4-"):
+                continue
+            out.setdefault(name, {})[r["config"]] = {
+                "instructions": r["instructions"] <= TARGET_SPEEDUP * ref["cmsis_nn"],
+                "arena": r["arena_bytes"] <= ref["arena"],
+                "flash": r["weight_bytes"] <= HALF * r["int8_weight_bytes"],
+                "vs_int8": base is not None and r["instructions"] <= base["instructions"],
+            }
+    return out
+
+
 def markdown(results: dict) -> str:
     lines = [f"# Cost on QEMU {results['board']} (tvmq MCU schedule, untuned)", ""]
     for name, rows in results["models"].items():
@@ -118,4 +144,15 @@ def markdown(results: dict) -> str:
                 f"({ratio:.2f}x) |"
             )
         lines.append("")
+        verdicts = targets(results).get(name, {})
+        if verdicts:
+            lines += [
+                f"Targets (<= {TARGET_SPEEDUP}x CMSIS-NN instructions, arena <= TFLM, "
+                f"codes + tables <= {HALF}x int8 weights, instructions <= our W8A8):",
+                "",
+            ]
+            for config, v in verdicts.items():
+                got = ", ".join(f"{k} {'met' if ok else 'missed'}" for k, ok in v.items())
+                lines.append(f"- {config}: {got}")
+            lines.append("")
     return "\n".join(lines)
