@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import tvm
 
+from relay_passes._graph import op_name
 from tvmq.backend.aot import generate_aot, peak_live_bytes
 from tvmq.backend.qemu import DEFAULT_BOARD, run_on_device
 from tvmq.config import fixed_point
@@ -42,9 +43,7 @@ def weight_bytes(fused) -> int:
     for block in fused["main"].body.blocks:
         for b in block.bindings:
             v = b.value
-            if not (
-                isinstance(v, tvm.relax.Call) and getattr(v.op, "name", "") == "relax.call_tir"
-            ):
+            if op_name(v) != "relax.call_tir":
                 continue
             if not v.args[0].name_hint.split("fused_")[-1].startswith("lut_"):
                 continue

@@ -28,6 +28,16 @@ def bindings_and_uses(func: relax.Function) -> tuple[dict, dict]:
     return bound, uses
 
 
+LAYER_OPS = ("relax.nn.conv2d", "relax.nn.conv1d", "relax.matmul")
+"""The layers whose constant weights tvmq quantizes and legalizes into LUT kernels."""
+
+
+def static_shape(expr) -> tuple[int, ...] | None:
+    """The static shape of a tensor-typed expression (None when it has none)."""
+    shape = getattr(expr.ty, "shape", None)
+    return None if shape is None else tuple(int(s) for s in shape)
+
+
 def op_name(value) -> str:
     """The operator name of a call to a ``tvm.ir.Op`` (``""`` for anything else)."""
     if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):

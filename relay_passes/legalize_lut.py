@@ -57,13 +57,7 @@ from tvmq.ops import (
     spec_of,
 )
 
-from ._graph import bindings_and_uses
-
-_LAYERS = ("relax.nn.conv2d", "relax.nn.conv1d", "relax.matmul")
-
-
-def _op_name(call) -> str:
-    return call.op.name if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) else ""
+from ._graph import LAYER_OPS, bindings_and_uses, op_name, static_shape
 
 
 def _requant_chains(func: relax.Function) -> tuple[dict, dict]:
@@ -86,12 +80,12 @@ def _requant_chains(func: relax.Function) -> tuple[dict, dict]:
         var, act, bias, pool, chain = value.args[0], None, None, None, []
         src = bound.get(var)
         reshape = None
-        if _op_name(src) == "relax.reshape" and _is_global_avg_pool(bound.get(src.args[0])):
+        if op_name(src) == "relax.reshape" and _is_global_avg_pool(bound.get(src.args[0])):
             reshape = src
             chain.append(var)
             var = src.args[0]
             src = bound.get(var)
-        if _op_name(src) == "relax.nn.max_pool2d" or _is_global_avg_pool(src):
+        if op_name(src) == "relax.nn.max_pool2d" or _is_global_avg_pool(src):
             if not isinstance(src.args[0], relax.Var):
                 continue
             pool = (src, reshape)
@@ -100,31 +94,31 @@ def _requant_chains(func: relax.Function) -> tuple[dict, dict]:
             src = bound.get(var)
         elif reshape is not None:
             continue
-        if _op_name(src) == "relax.nn.relu" or _is_relu6(src):
-            act = "relu" if _op_name(src) == "relax.nn.relu" else "relu6"
+        if op_name(src) == "relax.nn.relu" or _is_relu6(src):
+            act = "relu" if op_name(src) == "relax.nn.relu" else "relu6"
             chain.append(var)
             var = src.args[0]
             src = bound.get(var)
         residual = None
-        if _op_name(src) == "relax.add" and _residual_side(src, bound) is not None:
-            side = _residual_side(src, bound)
+        side = _residual_side(src, bound) if op_name(src) == "relax.add" else None
+        if side is not None:
             residual = bound[src.args[side]]
             chain.append(var)
             var = src.args[1 - side]
             src = bound.get(var)
-        if _op_name(src) == "relax.add":
+        if op_name(src) == "relax.add":
             a, b = src.args
             const, other = (b, a) if isinstance(b, tvm.ir.GenericConst) else (a, b)
             if isinstance(const, tvm.ir.GenericConst):
                 bias = const.value.numpy()
                 chain.append(var)
                 var, src = other, bound.get(other)
-        avg = pool is not None and _op_name(pool[0]) == "relax.nn.avg_pool2d"
+        avg = pool is not None and op_name(pool[0]) == "relax.nn.avg_pool2d"
         if avg and (
-            _op_name(src) != "relax.nn.conv2d" or src.attrs.data_layout != pool[0].attrs.layout
+            op_name(src) != "relax.nn.conv2d" or src.attrs.data_layout != pool[0].attrs.layout
         ):
             continue
-        if _op_name(src) in _LAYERS and isinstance(var, relax.Var):
+        if op_name(src) in LAYER_OPS and isinstance(var, relax.Var):
             chain.append(var)
             if all(uses.get(v, 0) == 1 for v in chain):
                 chains[value] = (src, bias, act, pool, residual)
@@ -141,17 +135,15 @@ def _residual_side(add, bound: dict) -> int | None:
     ]  # fmt: skip
     if len(sides) != 1 or not isinstance(add.args[1 - sides[0]], relax.Var):
         return None
-    shapes = [getattr(a.ty, "shape", None) for a in add.args]
-    if any(sh is None for sh in shapes) or [int(n) for n in shapes[0]] != [
-        int(n) for n in shapes[1]
-    ]:
+    shape = static_shape(add.args[0])
+    if shape is None or shape != static_shape(add.args[1]):
         return None
     return sides[0]
 
 
 def _is_global_avg_pool(call) -> bool:
     """An ``avg_pool2d`` over the whole feature map, without padding."""
-    if _op_name(call) != "relax.nn.avg_pool2d":
+    if op_name(call) != "relax.nn.avg_pool2d":
         return False
     a = call.attrs
     shape = [int(n) for n in call.args[0].ty.shape]
@@ -166,7 +158,7 @@ def _is_global_avg_pool(call) -> bool:
 
 
 def _is_relu6(call) -> bool:
-    if _op_name(call) != "relax.clip":
+    if op_name(call) != "relax.clip":
         return False
     lo, hi = (float(getattr(a.value, "value", a.value)) for a in call.args[1:3])
     return lo == 0.0 and hi == 6.0
@@ -207,7 +199,7 @@ class _Legalizer(PyExprMutator):
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
-        parts = self._layer_parts(call) if _op_name(call) in _LAYERS else None
+        parts = self._layer_parts(call) if op_name(call) in LAYER_OPS else None
         if parts is None:
             return call
         x, decode, spec, transposed, kw, out_ch = parts
@@ -248,11 +240,11 @@ class _Legalizer(PyExprMutator):
     def _layer_parts(self, call):
         """``(x, decode, spec, transposed, conv keywords or None, out channels)`` of a
         visited conv / matmul call whose weight is a ``lut_decode``, else None."""
-        if _op_name(call) == "relax.matmul":
+        if op_name(call) == "relax.matmul":
             decode, transposed = self._decode_of(call.args[1]), False
             if decode is None and isinstance(call.args[1], relax.Var):
                 src = self.lookup_binding(call.args[1])
-                if _op_name(src) == "relax.permute_dims" and _is_2d_transpose(src):
+                if op_name(src) == "relax.permute_dims" and _is_2d_transpose(src):
                     decode, transposed = self._decode_of(src.args[0]), True
             if decode is None:
                 return None
@@ -273,7 +265,7 @@ class _Legalizer(PyExprMutator):
     def _requantized(self, quant, layer, bias, act, pool=None, residual=None):
         """The integer-only kernel call replacing ``quant([pool](act(layer + bias [+
         residual])))``, or None (then the chain keeps its float epilogue)."""
-        if pool is not None and _op_name(pool[0]) == "relax.nn.avg_pool2d":
+        if pool is not None and op_name(pool[0]) == "relax.nn.avg_pool2d":
             return self._avg_pooled(quant, layer, bias, act, *pool, residual=residual)
         call = self._requant_kernel(quant, layer, bias, act, residual)
         if call is None or pool is None:

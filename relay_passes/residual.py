@@ -22,18 +22,11 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from ._graph import bindings_and_uses, op_name
-
-LAYERS = ("relax.nn.conv2d", "relax.nn.conv1d", "relax.matmul")
+from ._graph import LAYER_OPS, bindings_and_uses, op_name, static_shape
 
 
 def _is_tensor_var(expr) -> bool:
     return isinstance(expr, relax.Var) and isinstance(expr.ty, relax.TensorType)
-
-
-def _shape(expr) -> tuple[int, ...] | None:
-    shape = getattr(expr.ty, "shape", None)
-    return None if shape is None else tuple(int(s) for s in shape)
 
 
 def layer_chain(var, bound: dict, uses: dict) -> bool:
@@ -49,7 +42,7 @@ def layer_chain(var, bound: dict, uses: dict) -> bool:
         var, src = inner[0], bound.get(inner[0])
         if uses.get(var, 0) != 1:
             return False
-    return op_name(src) in LAYERS
+    return op_name(src) in LAYER_OPS
 
 
 def residual_operands(func: relax.Function) -> dict:
@@ -64,7 +57,8 @@ def residual_operands(func: relax.Function) -> dict:
         a, b = value.args
         if not (_is_tensor_var(a) and _is_tensor_var(b)) or a.same_as(b):
             continue
-        if _shape(a) is None or _shape(a) != _shape(b) or str(a.ty.dtype) != "float32":
+        shape = static_shape(a)
+        if shape is None or shape != static_shape(b) or str(a.ty.dtype) != "float32":
             continue
         chains = [i for i, v in enumerate((a, b)) if layer_chain(v, bound, uses)]
         if not chains:
