@@ -30,12 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         "W4A4, W3A3, W2A8, W2A2, with and without PTQ)",
     )
     parser.add_argument(
-        "--only", choices=["schemes", "device", "accuracy", "tuning"],
-        help="run one benchmark only",
+        "--only", choices=["schemes", "device", "accuracy", "goals", "tuning"],
+        help="run one benchmark only (goals: the accuracy goals on the full test sets)",
     )  # fmt: skip
     parser.add_argument(
         "--model", action="append", default=None, dest="zoo_models", metavar="NAME",
-        help="accuracy benchmark: only this shipped model (repeatable; default all)",
+        help="accuracy benchmarks: only this shipped model (repeatable; default all)",
     )  # fmt: skip
     parser.add_argument(
         "--trials", type=int, default=None,
@@ -71,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out / "accuracy.json", acc)
         atomic_write_text(args.out / "accuracy.md", bench_accuracy.markdown(acc))
         console.print(bench_accuracy.markdown(acc))
+    if args.only in (None, "goals"):
+        from rich.progress import Progress
+
+        with Progress(console=console) as bar:
+            task = bar.add_task("accuracy goals (full test sets)",
+                                total=bench_accuracy.goal_rows(args.zoo_models))  # fmt: skip
+            res = bench_accuracy.goals(lambda: bar.advance(task), args.zoo_models)
+        atomic_write_json(args.out / "accuracy_goals.json", res)
+        atomic_write_text(args.out / "accuracy_goals.md", bench_accuracy.goals_markdown(res))
+        console.print(bench_accuracy.goals_markdown(res))
     if args.only in (None, "tuning"):
         trials = args.trials or (32 if args.fast else 300)
         limit = 600 if args.fast else 3600

@@ -36,7 +36,7 @@ from tvmq.kernels import lut_decode_reference, snap_levels
 from tvmq.metrics import sqnr_db
 from tvmq.ops import dequantize, lut_decode, lut_decode_constants, quantize
 
-from ._graph import bindings_and_uses, op_name
+from ._graph import bindings_and_uses, op_name, replace_constants
 from .residual import residual_operands
 
 _CONV = {"relax.nn.conv2d": "conv2d", "relax.nn.conv1d": "conv1d"}
@@ -165,12 +165,7 @@ class _Annotator(PyExprMutator):
 
 
 def _refinable(cb, how) -> bool:
-    return (
-        cb.scheme in ("kmeans", "quantile")
-        and cb.group_size is None
-        and how is not None
-        and how["groups"] == 1
-    )
+    return cb.scheme in ("kmeans", "quantile") and cb.group_size is None and how is not None
 
 
 def _site_how(site, axis: int):
@@ -209,18 +204,43 @@ class _Encoded:
     note: str = ""
 
 
+def _weights(sites, config) -> dict[int, _Weight]:
+    """The constant weights of ``sites`` as they will be stored, with their schemes."""
+    stores: dict[int, _Weight] = {}
+    for i, site in enumerate(sites):
+        if site.const is None:
+            continue
+        w = site.const.value.numpy()
+        # dense weights are stored output-channel-major (N, K): each channel's codes
+        # are contiguous, so a kernel decodes a channel from consecutive bytes
+        transpose = site.kind == "dense" and site.axis == 1 and w.ndim == 2
+        w_store = np.ascontiguousarray(w.T) if transpose else w
+        axis_store = 0 if transpose else site.axis
+        scheme = config.for_layer(site.name, i, len(sites), axis_store)
+        if scheme is None or w.dtype != np.float32:
+            note = "skipped by config" if scheme is None else f"{w.dtype} weight"
+            stores[i] = _Weight(None, w, None, False, note)
+        else:
+            stores[i] = _Weight(scheme, w_store, _site_how(site, axis_store), transpose)
+    return stores
+
+
 def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _Encoded:
     """Fit ``scheme`` to ``w_store``, optionally refine the levels on ``data``
     (:func:`tvmq.ptq.refine_levels`) and snap them to the int8 grid (quantized
     activations); the decoded weight is what the kernels will compute with."""
-    from tvmq.ptq import gptq_codes, refine_levels
+    from tvmq.ptq import gptq_codes, quantized_input_target, refine_levels
     from tvmq.ptq.inputs import weight_to_2d
 
     cb = scheme.fit(w_store)
     codes, note = None, ""
     if refine and data is not None and _refinable(cb, how):
         w2d, back = weight_to_2d(w_store, how)
-        codes2d, _ = weight_to_2d(cb.encode(w_store), how)
+        conv_groups = how["groups"]
+        if data.float_rows is not None:  # rows read in the quantized network
+            w2d = quantized_input_target(w2d, data.float_rows, data.rows, conv_groups)
+            cb = scheme.fit(back(w2d).astype(np.float32))  # the codebook of the target
+        codes2d, _ = weight_to_2d(cb.encode(back(w2d).astype(np.float32)), how)
         groups = np.zeros(w2d.shape[0], np.int64) if cb.axis is None else np.arange(len(w2d))
         levels = cb.levels
         shared = None
@@ -228,15 +248,18 @@ def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _En
             shared = np.array([m["scale"] for m in cb.meta["groups"]], np.float64)
         for _ in range(config.ptq.iterations):
             if config.ptq.gptq:
-                codes2d = gptq_codes(w2d, levels[groups], data.rows, config.ptq.damp)
+                codes2d = gptq_codes(
+                    w2d, levels[groups], data.rows, config.ptq.damp, groups=conv_groups
+                )
             levels, codes2d = refine_levels(
-                w2d, codes2d, levels, groups, data.rows, config.ptq.ridge, shared
+                w2d, codes2d, levels, groups, data.rows, config.ptq.ridge, shared, conv_groups
             )
             if shared is not None:
                 shared = np.abs(levels.astype(np.float64)).max(axis=1)
         cb = dataclasses.replace(cb, levels=levels, thresholds=None)
         what = "codes (error feedback) and levels" if config.ptq.gptq else "levels"
-        codes, note = back(codes2d), f"{what} fitted on calibration data"
+        where = "quantized inputs" if data.float_rows is not None else "calibration data"
+        codes, note = back(codes2d), f"{what} fitted on {where}"
     packed, levels, spec = lut_decode_constants(cb, w_store, codes)
     if snap and spec.group_size is None:
         levels = relax.const(snap_levels(levels.value.numpy()), "float32")
@@ -357,22 +380,7 @@ def annotate_quant(
         act = config.activation
         sites = find_weight_sites(func)
         biases = _bias_adds(func) if ptq.bias_correction == "weights" else {}
-        stores: dict[int, _Weight] = {}
-        for i, site in enumerate(sites):
-            if site.const is None:
-                continue
-            w = site.const.value.numpy()
-            # dense weights are stored output-channel-major (N, K): each channel's codes
-            # are contiguous, so a kernel decodes a channel from consecutive bytes
-            transpose = site.kind == "dense" and site.axis == 1 and w.ndim == 2
-            w_store = np.ascontiguousarray(w.T) if transpose else w
-            axis_store = 0 if transpose else site.axis
-            scheme = config.for_layer(site.name, i, len(sites), axis_store)
-            if scheme is None or w.dtype != np.float32:
-                note = "skipped by config" if scheme is None else f"{w.dtype} weight"
-                stores[i] = _Weight(None, w, None, False, note)
-            else:
-                stores[i] = _Weight(scheme, w_store, _site_how(site, axis_store), transpose)
+        stores = _weights(sites, config)
         snap = act is not None
         bits_of, cache = {}, {}
         if ptq.weight_budget is not None:
@@ -435,6 +443,90 @@ def annotate_quant(
             annotator.builder_.update_func(gv, new_func)
             out = annotator.builder_.get()
     return out, report
+
+
+MIN_ROWS_PER_INPUT = 4
+""":func:`refit_on_quantized_inputs` refits a layer only with at least this many
+calibration rows per weight of a channel: a dense layer gets one row per sample, and
+with fewer the fitted weight follows the calibration set (the IMU CNN's 3,968-input
+dense layer on 256 samples lost 2 points at W2A2 when refitted)."""
+
+
+def _decode_call(func: relax.Function, site: WeightSite) -> relax.Call:
+    """The ``quant.lut_decode`` call that gives ``site`` its weight (through a transpose)."""
+    bound, _ = bindings_and_uses(func)
+    expr = site.call.args[1]
+    while True:
+        expr = bound.get(expr, expr)
+        if op_name(expr) == "relax.permute_dims":
+            expr = expr.args[0]
+        elif op_name(expr) == "quant.lut_decode":
+            return expr
+        else:
+            raise ConfigError(f"{site.name}: its weight is not a quant.lut_decode")
+
+
+def refit_on_quantized_inputs(
+    float_mod: tvm.IRModule,
+    annotated: tvm.IRModule,
+    calib,
+    config: QuantConfig | str | dict,
+    report: list[LayerReport],
+) -> tuple[tvm.IRModule, list[LayerReport]]:
+    """Layer-wise fitting again, layer after layer, on the inputs the *quantized* network
+    gives each layer (activation ranges calibrated, the layers before it refitted).
+
+    :func:`annotate_quant` fits each layer's codes and levels to the float network's
+    inputs ``X``; the quantized network feeds it ``X_hat`` (quantized activations computed
+    by quantized layers). Here each refinable layer (the ``layerwise`` ones) is refitted
+    to reproduce the float output ``X W^T`` from ``X_hat``
+    (:func:`tvmq.ptq.quantized_input_target`), so it compensates the error that reaches
+    it; the module is run once per layer to read ``X_hat`` (as bias correction does).
+    Float and quantized rows are the same calibration positions (:func:`tvmq.ptq.inputs.
+    collect` with ``sites=``); a layer with fewer than :data:`MIN_ROWS_PER_INPUT` rows
+    per weight keeps its fit on float inputs. Returns the module with new codes and
+    levels constants and the report with their SQNR and notes.
+    """
+    from tvmq.ptq.inputs import LayerData, collect
+
+    config = get_config(config)
+    calib = list(calib)
+    sites = find_weight_sites(float_mod["main"])
+    stores = _weights(sites, config)
+    todo = [
+        i
+        for i, st in sorted(stores.items())
+        if st.scheme is not None
+        and report[i].bits is not None
+        and st.scheme.name in ("kmeans", "quantile")
+        and st.scheme.group_size is None
+        and st.how is not None
+    ]
+    if not todo:
+        return annotated, report
+    float_rows = collect(float_mod, calib, config.ptq.max_rows, sites=todo)
+    report = list(report)
+    for i in todo:
+        if i not in float_rows:
+            continue
+        n_rows, n_cols = float_rows[i].rows.shape
+        if n_rows < MIN_ROWS_PER_INPUT * n_cols / stores[i].how["groups"]:
+            continue  # too few rows to fit a new weight: keep the float-input fit
+        quant_rows = collect(annotated, calib, config.ptq.max_rows, sites=todo)[i]
+        data = LayerData(quant_rows.rows, quant_rows.mean, 1, float_rows[i].rows)
+        st = stores[i]
+        scheme = dataclasses.replace(st.scheme, bits=report[i].bits)
+        enc = _encode(scheme, st.w, st.how, data, config, config.activation is not None, True)
+        call = _decode_call(annotated["main"], find_weight_sites(annotated["main"])[i])
+        annotated = replace_constants(
+            annotated, {call.args[0]: enc.packed, call.args[1]: enc.levels}
+        )
+        report[i] = dataclasses.replace(
+            report[i],
+            sqnr_db=sqnr_db(st.w, enc.w_hat),
+            note="; ".join(n for n in (report[i].note, enc.note) if n),
+        )
+    return annotated, report
 
 
 def _bias_correct(site, w_store, enc, how, data, biases, replacements) -> str:

@@ -48,3 +48,16 @@ def test_markdown_and_plot_of_a_results_dict(tmp_path):
     b.plot(results["models"]["fmnist_convnet"], "fmnist_convnet", tmp_path / "a.png")
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b.total_rows(True, ["fmnist_convnet"]) == len(b.GRID_FAST) + 2 + len(b.TENT_ROWS)
+
+
+def test_goals_markdown_marks_each_goal():
+    res = {"ptq": b.PTQ_ON, "models": {"fmnist_res8": {"test_samples": 10000,
+           "float_accuracy": 0.92, "rows": [
+               {**_row("kmeans", 2, 2, True, 0.87), "goal_points": 5.0, "met": False},
+               {**_row("kmeans", 2, 2, True, 0.88), "input_bits": 8, "goal_points": 5.0,
+                "met": True},
+           ]}}}  # fmt: skip
+    md = b.goals_markdown(res)
+    assert "| fmnist_res8 | 2/2 | A | +6.00 ± 0.57 | <= 5.0 | no | 4.20 |" in md
+    assert "| fmnist_res8 | 2/2 | 8 | +5.00 ± 0.57 | <= 5.0 | yes | 4.20 |" in md
+    assert b.goal_rows(["fmnist_res8", "imu_cnn1d"]) == 3 * 2 + 2  # each also with input 8

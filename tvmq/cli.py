@@ -168,10 +168,6 @@ def _per_layer(items: list[str]) -> tuple[tuple[str, dict], ...]:
     return tuple(out)
 
 
-PTQ_PIPELINE = {"cle": True, "cle_activations": True, "layerwise": True,
-                "bias_correction": "outputs"}  # fmt: skip
-
-
 def _ptq_options(p) -> None:
     p.add_argument(
         "--ptq", action="store_true",
@@ -181,7 +177,11 @@ def _ptq_options(p) -> None:
         "--cle", action="store_true",
         help="cross-layer equalization (then activation-aware, with quantized activations)",
     )  # fmt: skip
-    p.add_argument("--layerwise", action="store_true", help="layer-wise PTQ of codebooks")
+    p.add_argument(
+        "--layerwise", action="store_true",
+        help="layer-wise PTQ of codebooks (with quantized activations: fitted again, layer "
+        "after layer, on the inputs the quantized network gives each layer)",
+    )  # fmt: skip
     p.add_argument(
         "--bias-correction", nargs="?", const="outputs", default=None,
         choices=["weights", "outputs"],
@@ -196,7 +196,7 @@ def _ptq_options(p) -> None:
 
 
 def _config_from_args(args):
-    from .config import fixed_point, get_config
+    from .config import PTQ_PIPELINE, fixed_point, get_config
 
     cfg = get_config(args.config or "w4-kmeans-a8")
     if args.fixed_point:
@@ -205,12 +205,13 @@ def _config_from_args(args):
         cfg = fixed_point(cfg)
     changes = {}
     ptq = dict(PTQ_PIPELINE) if getattr(args, "ptq", False) else {}
+    if getattr(args, "layerwise", False):
+        ptq.update(layerwise=True, sequential=True)
     if getattr(args, "cle", False):
         ptq.update(cle=True, cle_activations=True)
     ptq |= {
         k: v
         for k, v in (
-            ("layerwise", getattr(args, "layerwise", False)),
             ("bias_correction", getattr(args, "bias_correction", False)),
             ("weight_budget", getattr(args, "weight_budget", None)),
         )

@@ -87,8 +87,9 @@ class PTQConfig:
         calibration data instead of its weights: alternately assign codes with error
         feedback across columns (``gptq``, :func:`tvmq.ptq.gptq_codes`) and solve the
         levels that make ``||W X - W_hat X||`` minimal for those codes (ridge least squares
-        per codebook, :func:`tvmq.ptq.refine_levels`). Dense and ``groups=1`` convolution
-        layers; others keep their weight-space codebook.
+        per codebook, :func:`tvmq.ptq.refine_levels`). Dense and convolution layers
+        (grouped and depthwise ones per group); per-group codebooks keep their
+        weight-space fit.
     ridge : float
         Pull toward the weight-space levels, relative to the mean curvature (0: plain
         least squares; guards against overfitting a few hundred calibration samples).
@@ -99,6 +100,12 @@ class PTQConfig:
         mean (regularizes it for few calibration rows).
     iterations : int
         Rounds of codes-then-levels for ``layerwise``.
+    sequential : bool
+        With ``layerwise`` and quantized activations: after calibration, fit each layer
+        again, in graph order, on the inputs the quantized network really gives it, to
+        reproduce the float output (:func:`relay_passes.annotate_quant.
+        refit_on_quantized_inputs`; one calibration run per layer). What low activation
+        bits need: each layer compensates the error of the ones before it.
     max_rows : int
         Calibration rows (samples x output pixels) per layer, sampled at random.
     bias_correction : {"none", "weights", "outputs"}
@@ -134,6 +141,7 @@ class PTQConfig:
     gptq: bool = True
     damp: float = 0.01
     iterations: int = 2
+    sequential: bool = False
     max_rows: int = 4096
     bias_correction: str = "none"
     weight_budget: int | None = None
@@ -179,6 +187,17 @@ class PTQConfig:
         d = dataclasses.asdict(self)
         d["bit_choices"] = list(self.bit_choices)
         return d
+
+
+PTQ_PIPELINE = {
+    "cle": True,
+    "cle_activations": True,
+    "layerwise": True,
+    "sequential": True,
+    "bias_correction": "outputs",
+}
+"""The whole PTQ pipeline, in seed 004's order (``PTQConfig(**PTQ_PIPELINE)``; the CLI's
+``--ptq``, the accuracy benchmark's "PTQ" rows)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -296,6 +296,10 @@ def quantize(
     annotated, report = annotate_quant(mod, cfg, layer_inputs)
     if cfg.activation is not None:
         annotated, _ = calibrate(annotated, calib, cfg.activation)
+        if cfg.ptq.layerwise and cfg.ptq.sequential:
+            from relay_passes.annotate_quant import refit_on_quantized_inputs
+
+            annotated, report = refit_on_quantized_inputs(mod, annotated, calib, cfg, report)
     if cfg.ptq.bias_correction == "outputs":
         import dataclasses
 

@@ -8,6 +8,18 @@ passes that use them are in :mod:`relay_passes` (``equalize``, ``bias_correct``,
 ``annotate_quant``).
 """
 
-from .layerwise import code_column_sums, gptq_codes, output_error, refine_levels
+from .layerwise import (
+    code_column_sums,
+    gptq_codes,
+    output_error,
+    quantized_input_target,
+    refine_levels,
+)
 
-__all__ = ["code_column_sums", "gptq_codes", "output_error", "refine_levels"]
+__all__ = [
+    "code_column_sums",
+    "gptq_codes",
+    "output_error",
+    "quantized_input_target",
+    "refine_levels",
+]

@@ -36,11 +36,15 @@ class LayerData:
         The mean over *all* rows of all samples (what bias correction needs).
     groups : int
         The layer's convolution groups (1 for dense).
+    float_rows : (R, C kh kw) float32, optional
+        When ``rows`` were read in the quantized network: the same rows in the float one
+        (what the layer-wise fit reproduces, :func:`tvmq.ptq.quantized_input_target`).
     """
 
     rows: np.ndarray
     mean: np.ndarray
     groups: int = 1
+    float_rows: np.ndarray | None = None
 
 
 def _conv_attrs(call, one_d: bool) -> dict | None:
@@ -137,19 +141,28 @@ def input_rows(x: np.ndarray, how: dict, kernel_hw: tuple[int, int]) -> np.ndarr
     return cols.transpose(0, 4, 5, 1, 2, 3).reshape(n * oh * ow, c * kh * kw)
 
 
-def collect(mod: tvm.IRModule, calib, max_rows: int = 4096, seed: int = 0) -> dict[int, LayerData]:
+def collect(
+    mod: tvm.IRModule, calib, max_rows: int = 4096, seed: int = 0, sites=None
+) -> dict[int, LayerData]:
     """``{site index: LayerData}`` for the supported weight sites of ``mod``: at most
     ``max_rows`` rows per layer (an even share of each sample's rows, drawn at random) and
-    the exact mean row over all of them."""
+    the exact mean row over all of them.
+
+    ``sites`` (site indices) taps those layers whether or not their weight is a constant
+    (an annotated module's are decoded): two modules with the same layers, tapped at the
+    same sites with the same ``seed``, give the same rows (the draws depend on shapes
+    only), which is how float and quantized inputs are paired."""
     from relay_passes.annotate_quant import find_weight_sites
     from relay_passes.calibrate import run_samples, with_extra_outputs
 
     mod = relax.transform.ToNonDataflow()(mod)
     func = mod["main"]
-    sites = find_weight_sites(func)
     taps = {}
+    wanted = None if sites is None else set(sites)
+    sites = find_weight_sites(func)
     for i, site in enumerate(sites):
-        how = supported(site) if site.const is not None else None
+        tapped = site.const is not None if wanted is None else i in wanted
+        how = supported(site) if tapped else None
         if how is not None:
             taps[i] = (site, how)
     if not taps:

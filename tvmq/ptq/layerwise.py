@@ -40,6 +40,7 @@ def refine_levels(
     x: np.ndarray,
     ridge: float = 0.05,
     shared_scale: np.ndarray | None = None,
+    groups: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Output-optimal levels for fixed codes.
 
@@ -61,6 +62,10 @@ def refine_levels(
         For a ``shared`` codebook (``levels[g] = shared_scale[g] * shape``): fit the one
         shape to all groups' outputs at once (the normal equations summed with weights
         ``scale**2`` and ``scale``), so the groups keep sharing one table.
+    groups : int
+        Convolution groups: output channel ``o`` of group ``g`` reads the ``g``-th slice of
+        ``x``'s columns (``x`` has ``groups`` times ``w2d``'s columns; depthwise: one
+        input channel per output channel).
 
     Returns
     -------
@@ -74,13 +79,14 @@ def refine_levels(
     codes2d = np.asarray(codes2d)
     lv = np.asarray(levels, np.float64)
     n_groups, n_levels = lv.shape
-    if w2d.shape != codes2d.shape or x.shape[1] != w2d.shape[1]:
+    if w2d.shape != codes2d.shape or x.shape[1] != groups * w2d.shape[1]:
         raise DataError(f"shapes disagree: w {w2d.shape}, codes {codes2d.shape}, x {x.shape}")
     hess = np.zeros((n_groups, n_levels, n_levels))
     rhs = np.zeros((n_groups, n_levels))
     for o in range(w2d.shape[0]):
-        b = code_column_sums(x, codes2d[o], n_levels)
-        t = x @ w2d[o]
+        xo = _group_columns(x, o, w2d.shape, groups)
+        b = code_column_sums(xo, codes2d[o], n_levels)
+        t = xo @ w2d[o]
         g = int(row_group[o])
         hess[g] += b.T @ b
         rhs[g] += b.T @ t
@@ -110,6 +116,107 @@ def refine_levels(
         rows = row_group == g
         out_codes[rows] = inv[codes2d[rows]]
     return new.astype(np.float32), out_codes
+
+
+def _group_columns(x: np.ndarray, o: int, w_shape: tuple[int, int], groups: int) -> np.ndarray:
+    """The columns of ``x`` that output channel ``o`` of a ``groups``-group layer reads."""
+    if groups == 1:
+        return x
+    n_out, k = w_shape
+    g = o // (n_out // groups)
+    return x[:, g * k : (g + 1) * k]
+
+
+def _by_group(w2d: np.ndarray, groups: int):
+    """``(rows, column slice)`` of each convolution group of an ``(O, K)`` weight."""
+    n_out, k = w2d.shape
+    per = n_out // groups
+    for g in range(groups):
+        yield slice(g * per, (g + 1) * per), slice(g * k, (g + 1) * k)
+
+
+TARGET_RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+"""Ridge strengths :func:`quantized_input_target` chooses from (relative to the mean
+curvature), by the error on held-out calibration rows."""
+
+
+def quantized_input_target(
+    w2d: np.ndarray,
+    x_float: np.ndarray,
+    x_quant: np.ndarray,
+    groups: int = 1,
+    ridges: tuple[float, ...] = TARGET_RIDGES,
+    holdout: int = 4,
+) -> np.ndarray:
+    """The weight to fit on quantized inputs so the layer reproduces its *float* output.
+
+    A layer of the quantized network reads ``X_hat`` (activations quantized, layers before
+    it quantized) where the float one read ``X`` (the same calibration rows). The target
+    of the layer is ``X W^T``, so its weight should minimize ``||X W^T - X_hat V^T||``.
+    Its least-squares solution ``W*`` splits that error exactly::
+
+        ||X W^T - X_hat W_hat^T||^2 = ||X W^T - X_hat W*^T||^2 + ||X_hat (W* - W_hat)^T||^2
+
+    (the residual of a least-squares fit is orthogonal to ``X_hat``), so quantizing
+    ``W*`` with the ordinary output-error objective on rows ``X_hat``
+    (:func:`gptq_codes`, :func:`refine_levels`) minimizes the float-output error: the
+    layer compensates what the quantized layers and activations before it got wrong
+    (asymmetric calibration, as in GPTAQ, Li et al. 2025).
+
+    ``W*`` has as many unknowns per channel as the layer has inputs, and a dense layer
+    gets one row per calibration sample: unregularized it overfits (measured: the IMU
+    CNN's 3-bit logits error rose from 0.05 to 0.09). So it is a ridge fit toward ``W``,
+    its strength (times the mean diagonal of ``X_hat^T X_hat``) chosen per convolution
+    group from ``ridges`` by the error on every ``holdout``-th row, fitted on the others;
+    ``W`` itself (no correction) when none of them beats it there. Then refitted on all
+    rows with the chosen strength.
+
+    Parameters
+    ----------
+    w2d : (O, K) float
+        The float weight, one row per output channel.
+    x_float, x_quant : (N, K) float
+        The layer's input rows in the float and in the quantized network.
+    groups : int
+        Convolution groups (see :func:`refine_levels`): each group is fitted on its slice.
+    ridges : tuple of float
+        Candidate ridge strengths, relative to the mean curvature.
+    holdout : int
+        Every ``holdout``-th row is held out to choose the ridge.
+
+    Returns
+    -------
+    (O, K) float64
+    """
+    w = np.asarray(w2d, np.float64)
+    xf = np.asarray(x_float, np.float64)
+    xq = np.asarray(x_quant, np.float64)
+    if xf.shape != xq.shape or xf.shape[1] != groups * w.shape[1]:
+        raise DataError(f"shapes disagree: w {w.shape}, x {xf.shape}, x_hat {xq.shape}")
+    held = np.arange(len(xq)) % holdout == 0
+
+    def fit(a, b, wg, ridge):
+        h = a.T @ a / max(len(a), 1)
+        lam = ridge * max(float(np.mean(np.diag(h))), 1e-12)
+        rhs = a.T @ (b @ wg.T) / max(len(a), 1) + lam * wg.T
+        return np.linalg.solve(h + lam * np.eye(h.shape[0]), rhs).T
+
+    out = w.copy()
+    for rows, cols in _by_group(w, groups):
+        a, b, wg = xq[:, cols], xf[:, cols], w[rows]
+        want = b[held] @ wg.T
+
+        def held_error(v, a=a, want=want):
+            return float(((a[held] @ v.T - want) ** 2).sum())
+
+        best, best_err = None, held_error(wg)
+        for ridge in ridges:
+            err = held_error(fit(a[~held], b[~held], wg, ridge))
+            if err < best_err:
+                best, best_err = ridge, err
+        if best is not None:
+            out[rows] = fit(a, b, wg, best)
+    return out
 
 
 def layer_output(x: np.ndarray, w2d: np.ndarray, groups: int = 1) -> np.ndarray:
@@ -147,6 +254,7 @@ def gptq_codes(
     x: np.ndarray,
     damp: float = 0.01,
     block: int = 128,
+    groups: int = 1,
 ) -> np.ndarray:
     """Code assignment with error feedback (GPTQ, Frantar et al. 2023, for codebooks).
 
@@ -168,6 +276,8 @@ def gptq_codes(
         estimated from few rows (and keeps inputs that are always zero harmless).
     block : int
         Columns per lazy batch update (speed only; the result is the same).
+    groups : int
+        Convolution groups (see :func:`refine_levels`): each group has its own ``H``.
 
     Returns
     -------
@@ -176,8 +286,13 @@ def gptq_codes(
     w = np.array(w2d, np.float64)
     levels = np.asarray(levels, np.float64)
     x = np.asarray(x, np.float64)
-    if x.shape[1] != w.shape[1] or levels.shape[0] != w.shape[0]:
+    if x.shape[1] != groups * w.shape[1] or levels.shape[0] != w.shape[0]:
         raise DataError(f"shapes disagree: w {w.shape}, levels {levels.shape}, x {x.shape}")
+    if groups > 1:
+        codes = np.zeros(w.shape, np.int64)
+        for rows, cols in _by_group(w, groups):
+            codes[rows] = gptq_codes(w[rows], levels[rows], x[:, cols], damp, block)
+        return codes
     o, k = w.shape
     h = x.T @ x / max(len(x), 1)
     dead = np.diag(h) <= 0
