@@ -122,6 +122,9 @@ def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
         return False
     spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
     sch.reorder(*spatial[:-1], *reduce, spatial[-1])
+    for prod in sch.get_producers(acc):  # decoded weights channel-innermost, like the input
+        if sch.get(prod).name_hint == "lut_decode_int":
+            _try(sch.transform_layout, prod, ("write", 0), _channel_last(sch, prod))
     for blk in sch.get_consumers(acc):
         _try(sch.reverse_compute_at, blk, spatial[-2], preserve_unit_loops=True)
     if reduce:
@@ -132,6 +135,16 @@ def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
     for blk in sch.get_consumers(acc):
         _try(sch.vectorize, sch.get_loops(blk)[-1])
     return True
+
+
+def _channel_last(sch: Schedule, decode):
+    """The index map that moves a decoded weight's output-channel axis last."""
+    o = int(sch.get(decode).annotations.get("tvmq.out_axis", 0))
+
+    def index_map(*idx):
+        return (*idx[:o], *idx[o + 1 :], idx[o])
+
+    return index_map
 
 
 UNROLL_DEPTHWISE = 25
