@@ -30,14 +30,16 @@ def fusion_passes() -> list:
 def _schedule_integer_kernels(target=None) -> tvm.transform.Pass:
     """The integer LUT kernels' schedule (:mod:`tvmq.backend.schedule`): decoding each
     output channel's weights once instead of once per multiply-accumulate pays on any CPU,
-    not only on an MCU; on a host CPU depthwise convs vectorize across channels."""
-    from .backend.schedule import is_mcu_target, schedule_mcu
+    not only on an MCU; on a host CPU depthwise convs vectorize across channels, on AVX2
+    regular convs accumulate 8 channels per ``vpmaddwd`` (:func:`tvmq.backend.schedule.
+    schedule_isa`)."""
+    from .backend.schedule import schedule_isa, schedule_mcu
 
-    host = target is not None and not is_mcu_target(target)
+    isa = schedule_isa(target)
 
     @tvm.transform.module_pass(opt_level=0, name="TvmqScheduleIntegerKernels")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return schedule_mcu(mod, host=host)
+        return schedule_mcu(mod, isa)
 
     return _pass
 

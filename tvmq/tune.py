@@ -223,13 +223,13 @@ def _seed(todo, database, builder, runner, target) -> None:
     """Record tvmq's schedule of every kernel that has no record yet (see ``tune``)."""
     from tvm.s_tir import meta_schedule as ms
 
-    from .backend.schedule import is_mcu_target, schedule_of
+    from .backend.schedule import schedule_isa, schedule_of
 
     for task in todo:
         workload = database.commit_workload(task.dispatched[0])
         if database.get_top_k(workload, 1):
             continue
-        sch = schedule_of(task.dispatched[0], host=not is_mcu_target(target))
+        sch = schedule_of(task.dispatched[0], schedule_isa(target))
         if sch is None:
             continue
         args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
@@ -397,14 +397,14 @@ def kernel_times(
     (``tuning``: a work directory). Inputs are random (timing only)."""
     import numpy as np
 
-    from .backend.schedule import is_mcu_target, schedule_mcu
+    from .backend.schedule import schedule_isa, schedule_mcu
 
     target = target or host_target()
     mod = _fused(qm)
     if tuning is not None:
         mod = apply_to_module(mod, tuning, target)
     if schedule:
-        mod = schedule_mcu(mod, host=not is_mcu_target(target))
+        mod = schedule_mcu(mod, schedule_isa(target))
     rng = np.random.default_rng(0)
     out = {}
     for name in names or lut_task_names(mod):

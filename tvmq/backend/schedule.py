@@ -32,7 +32,8 @@ import math
 
 import tvm
 from tvm import tirx
-from tvm.s_tir import Schedule, ScheduleError
+from tvm.s_tir import Schedule, ScheduleError, TensorIntrin
+from tvm.script import tirx as T
 
 ANNOTATION = "tvmq.channel_axis"
 _log = logging.getLogger(__name__)
@@ -54,13 +55,15 @@ def _try(fn, *args, **kwargs) -> bool:
         return False
 
 
-def _schedule_acc(sch: Schedule, acc, host: bool = False) -> None:
+def _schedule_acc(sch: Schedule, acc, isa: str = "mcu") -> None:
     block = sch.get(acc)
     ann = block.annotations
     c_pos = int(ann[ANNOTATION])
     order = [int(i) for i in ann["tvmq.reduce_order"]]
     depthwise = bool(int(ann["tvmq.depthwise"]))
-    if host and depthwise and _depthwise_for_vectors(sch, acc, c_pos):
+    if isa != "mcu" and depthwise and _depthwise_for_vectors(sch, acc, c_pos):
+        return
+    if isa == "avx2" and not depthwise and _conv_for_avx2(sch, acc, c_pos, order):
         return
     loops = sch.get_loops(acc)
     n_sp = sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
@@ -137,6 +140,154 @@ def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
     return True
 
 
+AVX2_DOT = "tvmq_dot_8x2_i8_avx2"
+"""TensorIntrin: 8 output channels += 2 inputs x their 8 x 2 weights (int8 -> int32), one
+AVX2 ``vpmaddwd`` of the sign-extended weights and the broadcast input pair."""
+AVX2_DOT_COLS = "tvmq_dot_8x2_i8_avx2_cols"
+""":data:`AVX2_DOT` for an input pair along a (kernel-column) axis of a one-channel input:
+the pair is read as a ``(2, 1)`` region."""
+
+
+@T.prim_func(s_tir=True)
+def _dot_8x2_desc(a: T.Buffer((2,), "int8", offset_factor=1),
+                  b: T.Buffer((8, 2), "int8", offset_factor=1),
+                  c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+        T.writes(c[0:8])
+        for i, k in T.grid(8, 2):
+            with T.sblock("update"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _dot_8x2_avx2(a: T.Buffer((2,), "int8", offset_factor=1),
+                  b: T.Buffer((8, 2), "int8", offset_factor=1),
+                  c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+        T.writes(c[0:8])
+        pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0], "int8x2")))
+        x = T.reinterpret("int16x16", T.broadcast(pair, 8))
+        w = T.Cast("int16x16", b.vload([0, 0], "int8x16"))
+        c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+            "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
+        )
+
+
+@T.prim_func(s_tir=True)
+def _dot_8x2_cols_desc(a: T.Buffer((2, 1), "int8", offset_factor=1),
+                       b: T.Buffer((8, 2), "int8", offset_factor=1),
+                       c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
+        T.writes(c[0:8])
+        for i, k in T.grid(8, 2):
+            with T.sblock("update"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(b[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _dot_8x2_cols_avx2(a: T.Buffer((2, 1), "int8", offset_factor=1),
+                       b: T.Buffer((8, 2), "int8", offset_factor=1),
+                       c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
+        T.writes(c[0:8])
+        pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0, 0], "int8x2")))
+        x = T.reinterpret("int16x16", T.broadcast(pair, 8))
+        w = T.Cast("int16x16", b.vload([0, 0], "int8x16"))
+        c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+            "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
+        )
+
+
+TensorIntrin.register(AVX2_DOT, _dot_8x2_desc, _dot_8x2_avx2, override=True)
+TensorIntrin.register(AVX2_DOT_COLS, _dot_8x2_cols_desc, _dot_8x2_cols_avx2, override=True)
+
+
+def _reads_as(sch: Schedule, block, buffer_name: str) -> list | None:
+    """The index expressions ``block`` reads buffer ``buffer_name`` at (one point each)."""
+    for region in sch.get(block).reads:
+        if region.source.name == buffer_name:
+            if any(not isinstance(r.extent, tirx.IntImm) or int(r.extent) != 1
+                   for r in region.region):  # fmt: skip
+                return None
+            return [r.min for r in region.region]
+    return None
+
+
+def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
+    """A regular channels-last conv for an x86 core with AVX2: per output pixel, every
+    output channel accumulates in registers, 8 channels x 2 input channels per
+    ``vpmaddwd`` (:data:`AVX2_DOT`); the decoded weights are stored ``(kh, kw, c/2, o,
+    c%2)`` so each such block is 16 consecutive bytes. The KWS pointwise convs: 36.3 ->
+    16.5 us (the MCU schedule's per-channel dot products leave one horizontal sum per
+    output). With one input channel (a first layer) the pairs are neighbouring kernel
+    columns instead. False, nothing changed, unless the kernel has that shape (weights
+    read at one point per (o, kh, kw, c), any axis order; an even input channel count or
+    one channel and an even kernel width; output channels a multiple of 8).
+    """
+    block = sch.get(acc)
+    loops = sch.get_loops(acc)
+    n_sp = sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
+    spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
+    if n_sp != 4 or c_pos != 3 or len(reduce) != 3 or order[-1] != 0:
+        return False
+    decode = next((p for p in sch.get_producers(acc)
+                   if sch.get(p).name_hint == "lut_decode_int"), None)  # fmt: skip
+    if decode is None:
+        return False
+    v = [iv.var for iv in block.iter_vars]
+    reads = _reads_as(sch, acc, sch.get(decode).writes[0].source.name)
+    # where the decoded weight's axes are: output channel, kernel row, column, input channel
+    want = [v[3], v[n_sp + order[0]], v[n_sp + order[1]], v[n_sp + 0]]
+    if reads is None or len(reads) != 4:
+        return False
+    pos = [next((i for i, r in enumerate(reads) if r.same_as(w)), None) for w in want]
+    if None in pos or sorted(pos) != [0, 1, 2, 3]:
+        return False
+    po, ph, pw, pc = pos
+    rc, rh, rw = reduce[0], reduce[order[0]], reduce[order[1]]
+    if int(sch.get(spatial[3]).extent) % 8:
+        return False
+    if int(sch.get(rc).extent) % 2 == 0:  # pairs of input channels
+        sch.transform_layout(decode, ("write", 0), lambda *i: (
+            i[ph], i[pw], i[pc] // 2, i[po], i[pc] % 2))  # fmt: skip
+        rc2, rj = sch.split(rc, factors=[None, 2])
+        sch.reorder(*spatial[:3], rh, rw, rc2, *_split_o(sch, spatial[3]), rj)
+        intrin = AVX2_DOT
+    elif int(sch.get(rc).extent) == 1 and int(sch.get(rw).extent) % 2 == 0:
+        # one input channel (a first layer): pairs of neighbouring kernel columns
+        sch.transform_layout(decode, ("write", 0), lambda *i: (
+            i[ph], i[pw] // 2, i[pc], i[po], i[pw] % 2))  # fmt: skip
+        rw2, rj = sch.split(rw, factors=[None, 2])
+        sch.reorder(*spatial[:3], rh, rw2, rc, *_split_o(sch, spatial[3]), rj)
+        intrin = AVX2_DOT_COLS
+    else:
+        return False
+    oi = sch.get_loops(acc)[-2]
+    init = sch.decompose_reduction(acc, rh)
+    _try(sch.vectorize, sch.get_loops(init)[-1])
+    consumers = list(sch.get_consumers(acc))
+    while consumers:  # the epilogue per pixel (a fused pool sums pixel by pixel)
+        blk = consumers.pop(0)
+        if not _try(sch.reverse_compute_at, blk, spatial[2], preserve_unit_loops=True):
+            continue
+        if all(int(iv.iter_type) == 0 for iv in sch.get(blk).iter_vars):
+            _try(sch.vectorize, sch.get_loops(blk)[-1])
+            consumers += list(sch.get_consumers(blk))
+    sch.tensorize(oi, intrin)
+    return True
+
+
+def _split_o(sch: Schedule, loop):
+    """Output channels in blocks of 8: the (outer, inner) loops."""
+    return sch.split(loop, factors=[None, 8])
+
+
 def _channel_last(sch: Schedule, decode):
     """The index map that moves a decoded weight's output-channel axis last."""
     o = int(sch.get(decode).annotations.get("tvmq.out_axis", 0))
@@ -187,20 +338,27 @@ def _unroll_codes_of_a_byte(sch: Schedule, decode) -> None:
     sch.unroll(inner)
 
 
-def schedule_primfunc(func: tirx.PrimFunc, host: bool = False) -> tirx.PrimFunc:
-    """The MCU schedule of one PrimFunc (``host``: the variant for a CPU with vector
-    units, see :func:`schedule_host`); unchanged when it has no annotated kernel or was
-    already scheduled, e.g. by MetaSchedule from a tuning database."""
+ISAS = ("mcu", "cpu", "avx2")
+"""What a schedule is for: a microcontroller (scalar core, the C printer's dot products),
+a host CPU with vector units, or an x86 host with AVX2 (:func:`schedule_isa`)."""
+
+
+def schedule_primfunc(func: tirx.PrimFunc, isa: str = "mcu") -> tirx.PrimFunc:
+    """tvmq's schedule of one PrimFunc for ``isa`` (:data:`ISAS`); unchanged when it has
+    no annotated kernel or was already scheduled, e.g. by MetaSchedule from a tuning
+    database."""
     if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)):
         return func
-    sch = schedule_of(tvm.IRModule({"main": func}), host)
+    sch = schedule_of(tvm.IRModule({"main": func}), isa)
     return func if sch is None else sch.mod["main"]
 
 
-def schedule_of(mod: tvm.IRModule, host: bool = False) -> Schedule | None:
+def schedule_of(mod: tvm.IRModule, isa: str = "mcu") -> Schedule | None:
     """tvmq's schedule of a one-function module (a tuning task's workload) as a
     :class:`Schedule` whose trace can seed a tuning database, or None when the function
     has no annotated LUT kernel."""
+    if isa not in ISAS:
+        raise ValueError(f"isa must be one of {ISAS}, got {isa!r}")
     sch = Schedule(mod)
     try:
         blocks = list(_annotated_acc(sch))
@@ -209,23 +367,28 @@ def schedule_of(mod: tvm.IRModule, host: bool = False) -> Schedule | None:
     if not blocks:
         return None
     for acc in blocks:
-        _schedule_acc(sch, acc, host)
+        _schedule_acc(sch, acc, isa)
     return sch
 
 
-def schedule_mcu(mod: tvm.IRModule, host: bool = False) -> tvm.IRModule:
+def schedule_mcu(mod: tvm.IRModule, isa: str = "mcu") -> tvm.IRModule:
     """Apply :func:`schedule_primfunc` to every PrimFunc of ``mod`` (other functions kept)."""
     out = {}
     for gv, f in mod.functions_items():
-        out[gv] = schedule_primfunc(f, host) if isinstance(f, tirx.PrimFunc) else f
+        out[gv] = schedule_primfunc(f, isa) if isinstance(f, tirx.PrimFunc) else f
     new = tvm.IRModule(out, attrs=mod.attrs)
     return new
 
 
-def schedule_host(mod: tvm.IRModule) -> tvm.IRModule:
-    """The schedule for host builds: the MCU one, except depthwise convs, which vectorize
-    across channels (:func:`_depthwise_for_vectors`)."""
-    return schedule_mcu(mod, host=True)
+def schedule_host(mod: tvm.IRModule, target=None) -> tvm.IRModule:
+    """The schedule for a host build for ``target`` (default: this CPU): the MCU one,
+    except depthwise convs, which vectorize across channels (:func:`_depthwise_for_vectors`),
+    and on AVX2 the regular convs (:func:`_conv_for_avx2`)."""
+    if target is None:
+        from ..targets import host_llvm
+
+        target = host_llvm()
+    return schedule_mcu(mod, schedule_isa(target))
 
 
 def is_mcu_target(target) -> bool:
@@ -233,3 +396,19 @@ def is_mcu_target(target) -> bool:
     rather than a host CPU (:func:`schedule_host`)."""
     triple = str(target.attrs.get("mtriple", "")) if target is not None else ""
     return triple.startswith(("thumb", "arm"))
+
+
+def schedule_isa(target) -> str:
+    """The :data:`ISAS` entry for ``target``: ``"mcu"`` for a microcontroller,
+    ``"avx2"`` for an LLVM target whose CPU has AVX2, else ``"cpu"``."""
+    if target is None or is_mcu_target(target):
+        return "mcu"
+    if target.kind.name == "llvm":
+        from tvm.target.codegen import llvm_cpu_has_features
+
+        try:
+            if llvm_cpu_has_features(["avx2"], target):
+                return "avx2"
+        except tvm.TVMError:  # not an x86 LLVM target: no AVX2 schedule
+            pass
+    return "cpu"
