@@ -141,8 +141,8 @@ def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
 
 
 AVX2_DOT = "tvmq_dot_8x2_i8_avx2"
-"""TensorIntrin: 8 output channels += 2 inputs x their 8 x 2 weights (int8 -> int32), one
-AVX2 ``vpmaddwd`` of the sign-extended weights and the broadcast input pair."""
+"""TensorIntrin: 8 output channels += 2 int8 inputs x their 8 x 2 weights (int8 values held
+in int16) into int32, one AVX2 ``vpmaddwd`` of the weights and the broadcast input pair."""
 AVX2_DOT_COLS = "tvmq_dot_8x2_i8_avx2_cols"
 """:data:`AVX2_DOT` for an input pair along a (kernel-column) axis of a one-channel input:
 the pair is read as a ``(2, 1)`` region."""
@@ -150,7 +150,7 @@ the pair is read as a ``(2, 1)`` region."""
 
 @T.prim_func(s_tir=True)
 def _dot_8x2_desc(a: T.Buffer((2,), "int8", offset_factor=1),
-                  b: T.Buffer((8, 2), "int8", offset_factor=1),
+                  b: T.Buffer((8, 2), "int16", offset_factor=1),
                   c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
     with T.sblock("root"):
         T.reads(c[0:8], a[0:2], b[0:8, 0:2])
@@ -158,19 +158,20 @@ def _dot_8x2_desc(a: T.Buffer((2,), "int8", offset_factor=1),
         for i, k in T.grid(8, 2):
             with T.sblock("update"):
                 vi, vk = T.axis.remap("SR", [i, k])
-                c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+                # b holds int8 values in int16 (the weights, sign-extended at decode)
+                c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(T.cast(b[vi, vk], "int8"), "int32")
 
 
 @T.prim_func(s_tir=True)
 def _dot_8x2_avx2(a: T.Buffer((2,), "int8", offset_factor=1),
-                  b: T.Buffer((8, 2), "int8", offset_factor=1),
+                  b: T.Buffer((8, 2), "int16", offset_factor=1),
                   c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
     with T.sblock("root"):
         T.reads(c[0:8], a[0:2], b[0:8, 0:2])
         T.writes(c[0:8])
         pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0], "int8x2")))
         x = T.reinterpret("int16x16", T.broadcast(pair, 8))
-        w = T.Cast("int16x16", b.vload([0, 0], "int8x16"))
+        w = b.vload([0, 0], "int16x16")
         c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
             "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
         )
@@ -178,7 +179,7 @@ def _dot_8x2_avx2(a: T.Buffer((2,), "int8", offset_factor=1),
 
 @T.prim_func(s_tir=True)
 def _dot_8x2_cols_desc(a: T.Buffer((2, 1), "int8", offset_factor=1),
-                       b: T.Buffer((8, 2), "int8", offset_factor=1),
+                       b: T.Buffer((8, 2), "int16", offset_factor=1),
                        c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
     with T.sblock("root"):
         T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
@@ -186,19 +187,22 @@ def _dot_8x2_cols_desc(a: T.Buffer((2, 1), "int8", offset_factor=1),
         for i, k in T.grid(8, 2):
             with T.sblock("update"):
                 vi, vk = T.axis.remap("SR", [i, k])
-                c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(b[vi, vk], "int32")
+                # b holds int8 values in int16 (the weights, sign-extended at decode)
+                c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(
+                    T.cast(b[vi, vk], "int8"), "int32"
+                )
 
 
 @T.prim_func(s_tir=True)
 def _dot_8x2_cols_avx2(a: T.Buffer((2, 1), "int8", offset_factor=1),
-                       b: T.Buffer((8, 2), "int8", offset_factor=1),
+                       b: T.Buffer((8, 2), "int16", offset_factor=1),
                        c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
     with T.sblock("root"):
         T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
         T.writes(c[0:8])
         pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0, 0], "int8x2")))
         x = T.reinterpret("int16x16", T.broadcast(pair, 8))
-        w = T.Cast("int16x16", b.vload([0, 0], "int8x16"))
+        w = b.vload([0, 0], "int16x16")
         c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
             "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
         )
@@ -223,12 +227,15 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
     """A regular channels-last conv for an x86 core with AVX2: per output pixel, every
     output channel accumulates in registers, 8 channels x 2 input channels per
     ``vpmaddwd`` (:data:`AVX2_DOT`); the decoded weights are stored ``(kh, kw, c/2, o,
-    c%2)`` so each such block is 16 consecutive bytes. The KWS pointwise convs: 36.3 ->
-    16.5 us (the MCU schedule's per-channel dot products leave one horizontal sum per
-    output). With one input channel (a first layer) the pairs are neighbouring kernel
-    columns instead. False, nothing changed, unless the kernel has that shape (weights
-    read at one point per (o, kh, kw, c), any axis order; an even input channel count or
-    one channel and an even kernel width; output channels a multiple of 8).
+    c%2)`` so each such block is 16 consecutive int16 (sign-extended once, when decoded:
+    a ``vpmovsxbw`` per use saturated port 5). The KWS pointwise convs: 36.3 -> 13.5 us
+    (the MCU schedule's per-channel dot products leave one horizontal sum per output;
+    blocking 2-5 pixels per weight load measured slower: each pixel's input pair costs
+    three port-5 shuffles to broadcast). With one input channel (a first layer) the pairs
+    are neighbouring kernel columns instead. False, nothing changed, unless the kernel has
+    that shape (weights read at one point per (o, kh, kw, c), any axis order; an even
+    input channel count or one channel and an even kernel width; output channels a
+    multiple of 8).
     """
     block = sch.get(acc)
     loops = sch.get_loops(acc)
@@ -268,6 +275,9 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
         intrin = AVX2_DOT_COLS
     else:
         return False
+    # the decoded weights sign-extended once, at decode time: the dot product then loads
+    # them as they are (vpmovsxbw per use was the port-5 bottleneck)
+    sch.unsafe_set_dtype(decode, 0, "int16")
     oi = sch.get_loops(acc)[-2]
     init = sch.decompose_reduction(acc, rh)
     _try(sch.vectorize, sch.get_loops(init)[-1])
