@@ -25,34 +25,52 @@ def _target(target: str | dict):
     return Target(target)
 
 
-def _vm_run(vm, func, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+_ALIGN = 64  # bytes: what tvm.runtime.from_dlpack accepts without a copy
+
+
+def _param_specs(func) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(name, shape, dtype)`` of each parameter of ``func`` (reading them through the
+    FFI costs several microseconds a call: :class:`QuantizedModel` keeps them)."""
+    return [(p.name, tuple(int(s) for s in p.ty.shape), str(p.ty.dtype)) for p in func.params]
+
+
+def _as_tensor(x: np.ndarray):
+    """A TVM tensor of ``x`` (contiguous): zero-copy through DLPack when ``x`` is aligned
+    as TVM wants, else through one aligned copy (``tvm.runtime.tensor`` costs ~13 us)."""
     import tvm
 
-    params = func.params
-    if len(inputs) != len(params):
-        raise DataError(f"model takes {len(params)} input(s), got {len(inputs)}")
+    if x.ctypes.data % _ALIGN:
+        buf = np.empty(x.nbytes + _ALIGN, np.uint8)
+        start = -buf.ctypes.data % _ALIGN
+        y = buf[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
+        y[...] = x
+        x = y
+    return tvm.runtime.from_dlpack(x)
+
+
+def _vm_run(vm, specs, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+    if len(inputs) != len(specs):
+        raise DataError(f"model takes {len(specs)} input(s), got {len(inputs)}")
     args = []
-    for p, x in zip(params, inputs):
+    for (name, shape, dtype), x in zip(specs, inputs):
         x = np.asarray(x)
-        shape = tuple(int(s) for s in p.ty.shape)
-        dtype = str(p.ty.dtype)
         if x.shape != shape:
-            raise DataError(f"input {p.name!r} must have shape {shape}, got {x.shape}")
+            raise DataError(f"input {name!r} must have shape {shape}, got {x.shape}")
         if x.dtype != np.dtype(dtype):
             if not np.can_cast(x.dtype, dtype, casting="same_kind"):
-                raise DataError(f"input {p.name!r} must be {dtype}, got {x.dtype}")
+                raise DataError(f"input {name!r} must be {dtype}, got {x.dtype}")
             x = x.astype(dtype)
         if not np.all(np.isfinite(x)):
-            raise DataError(f"input {p.name!r} holds NaN/inf")
-        args.append(tvm.runtime.tensor(np.ascontiguousarray(x)))
+            raise DataError(f"input {name!r} holds NaN/inf")
+        args.append(_as_tensor(np.ascontiguousarray(x)))
     return _to_numpy(vm["main"](*args))
 
 
 def _to_numpy(out):
-    """A VM result as numpy: a tensor, or a tuple of them (a 1-tuple is unwrapped, as
-    ``torch.export`` programs return one)."""
+    """A VM result as numpy (a copy): a tensor, or a tuple of them (a 1-tuple is
+    unwrapped, as ``torch.export`` programs return one)."""
     if hasattr(out, "numpy"):
-        return out.numpy()
+        return np.from_dlpack(out).copy()
     items = [_to_numpy(o) for o in out]
     return items[0] if len(items) == 1 else tuple(items)
 
@@ -83,6 +101,16 @@ class QuantizedModel:
     manifest: dict | None = None
     _vms: dict = field(default_factory=dict, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
+
+    def _specs(self, which: str):
+        """The input specs of ``main`` of ``self.annotated`` or ``self.float_module``,
+        read once per module object."""
+        mod = getattr(self, which)
+        hit = self._memo.get(f"specs:{which}")
+        if hit is None or hit[0] is not mod:
+            hit = (mod, _param_specs(mod["main"]))
+            self._memo[f"specs:{which}"] = hit
+        return hit[1]
 
     def _memoized(self, name: str, make):
         """``make()`` once per (annotated, config): legalization takes seconds on real
@@ -159,7 +187,7 @@ class QuantizedModel:
     def run(self, *inputs: np.ndarray) -> np.ndarray:
         """Run the built LUT-kernel model (builds for llvm first if needed)."""
         target = getattr(self, "_target", None) or _target("llvm")
-        return _vm_run(self._vm("lut", target), self.annotated["main"], inputs)
+        return _vm_run(self._vm("lut", target), self._specs("annotated"), inputs)
 
     def vm(self, kind: str = "lut"):
         """The Relax ``VirtualMachine`` of the built LUT model (``kind="float"``: the float
@@ -172,11 +200,11 @@ class QuantizedModel:
 
     def simulate(self, *inputs: np.ndarray) -> np.ndarray:
         """Run the fake-quant model on the host (float kernels, quantized weights)."""
-        return _vm_run(self._vm("sim", _target("llvm")), self.annotated["main"], inputs)
+        return _vm_run(self._vm("sim", _target("llvm")), self._specs("annotated"), inputs)
 
     def run_float(self, *inputs: np.ndarray) -> np.ndarray:
         """Run the original float model on the host."""
-        return _vm_run(self._vm("float", _target("llvm")), self.float_module["main"], inputs)
+        return _vm_run(self._vm("float", _target("llvm")), self._specs("float_module"), inputs)
 
     def save(self, path, *, source=None) -> Any:
         """Write this model as a ``.tvmq`` artifact (atomically); see :mod:`tvmq.artifact`.
