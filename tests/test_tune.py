@@ -60,6 +60,44 @@ def test_rerun_with_spent_budget_measures_nothing(tuned):
         assert again.tasks[t.name].previous >= 1 and again.tasks[t.name].trials == 0
 
 
+def _records(work) -> int:
+    from tvm.s_tir import meta_schedule as ms
+
+    return len(ms.database.JSONDatabase(work_dir=str(work)).get_all_tuning_records())
+
+
+def test_tvmq_seed_is_recorded_once_and_added_to_an_older_database(tuned, tmp_path):
+    """Re-running finds tvmq's schedule already recorded (by its trace): nothing is added.
+    A database without it (searched only, as one from an older tvmq would be) gets it
+    even though its trial budget is spent."""
+    qm, work, _, _ = tuned
+    before = _records(work)
+    tune(qm, work, trials=3, trials_per_task=1, per_iter=3)
+    assert _records(work) == before
+    old = tmp_path / "old"
+    tune(qm, old, trials=2, trials_per_task=1, per_iter=2, seed_with_tvmq=False)
+    assert _seeded(old) == (False,)
+    tune(qm, old, trials=2, trials_per_task=1, per_iter=2)
+    assert _seeded(old) == (True,)
+
+
+def _seeded(work) -> tuple[bool, ...]:
+    """Per workload with records: whether tvmq's schedule of it is among them."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvmq.backend.schedule import schedule_isa, schedule_of
+
+    by_workload: dict = {}
+    for r in ms.database.JSONDatabase(work_dir=str(work)).get_all_tuning_records():
+        by_workload.setdefault(str(r.workload.mod), (r.workload.mod, set()))[1].add(str(r.trace))
+    out = set()
+    for mod, traces in by_workload.values():
+        sch = schedule_of(mod, schedule_isa(host_target()))
+        if sch is not None:
+            out.add(str(sch.trace) in traces)
+    return tuple(sorted(out))
+
+
 def test_build_with_missing_database_is_a_clear_error(tmp_path):
     qm = tvmq.quantize(onnx_model(), "w4-kmeans")
     with pytest.raises(tvmq.TvmqError, match="no tuning database"):

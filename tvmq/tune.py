@@ -212,26 +212,36 @@ def tune(
             )
         if isinstance(runner, str):
             runner = ms.runner.Runner.create(runner)
-        if seed_with_tvmq:
-            _seed(todo, database, builder, runner, target)
+    if seed_with_tvmq:  # every kernel, so a database from an older tvmq gets today's seed
+        builder, runner = _seed(selected, database, builder, runner, target)
     interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
                        _Progress, stopped, builder)  # fmt: skip
     return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
 
 
-def _seed(todo, database, builder, runner, target) -> None:
-    """Record tvmq's schedule of every kernel that has no record yet (see ``tune``)."""
+def _seed(tasks, database, builder, runner, target):
+    """Measure and record tvmq's schedule of every kernel whose database holds no record
+    of that very schedule (see ``tune``); returns ``(builder, runner)``, made when first
+    needed."""
     from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     from .backend.schedule import schedule_isa, schedule_of
 
-    for task in todo:
+    for task in tasks:
         workload = database.commit_workload(task.dispatched[0])
-        if database.get_top_k(workload, 1):
-            continue
         sch = schedule_of(task.dispatched[0], schedule_isa(target))
         if sch is None:
             continue
+        trace = str(sch.trace)
+        if any(str(r.trace) == trace for r in database.get_top_k(workload, 1 << 16)):
+            continue
+        if builder is None:
+            builder = LocalBuilder(
+                f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1
+            )
+        if isinstance(runner, str):
+            runner = ms.runner.Runner.create(runner)
         args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
         (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
         if built.error_msg is not None:
@@ -248,6 +258,7 @@ def _seed(todo, database, builder, runner, target) -> None:
             database.commit_tuning_record(
                 ms.database.TuningRecord(sch.trace, workload, res.run_secs, target, args)
             )
+    return builder, runner
 
 
 def _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database, progress_cls,
