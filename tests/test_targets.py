@@ -50,3 +50,22 @@ def test_exact_host_build_equals_the_c_bit_for_bit(tmp_path):
         fast = qm.build(targets.host_llvm(exact=False))
         fused = np.stack([fast.run(x) for x in xs])
         np.testing.assert_allclose(fused, c, rtol=1e-5, atol=1e-7)
+
+
+def test_schedule_isa_follows_the_targets_cpu():
+    """The host schedule is chosen from the target's CPU features, not from this machine:
+    an AVX2 x86 CPU gets the vpmaddwd convs, baseline x86-64 and an Arm host the generic
+    vector schedule, a Cortex-M board the MCU one."""
+    import tvm
+
+    from tvmq.backend.mcu_measure import mcu_target
+    from tvmq.backend.schedule import schedule_isa
+
+    def isa(spec):
+        return schedule_isa(tvm.target.Target(spec))
+
+    assert isa({"kind": "llvm", "mcpu": "haswell"}) == "avx2"
+    assert isa({"kind": "llvm", "mcpu": "x86-64"}) == "cpu"
+    assert isa({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}) == "cpu"
+    assert schedule_isa(mcu_target("mps2-an386")) == "mcu"
+    assert schedule_isa(None) == "mcu"
