@@ -148,68 +148,60 @@ AVX2_DOT_COLS = "tvmq_dot_8x2_i8_avx2_cols"
 the pair is read as a ``(2, 1)`` region."""
 
 
-@T.prim_func(s_tir=True)
-def _dot_8x2_desc(a: T.Buffer((2,), "int8", offset_factor=1),
-                  b: T.Buffer((8, 2), "int16", offset_factor=1),
-                  c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:2], b[0:8, 0:2])
-        T.writes(c[0:8])
-        for i, k in T.grid(8, 2):
-            with T.sblock("update"):
-                vi, vk = T.axis.remap("SR", [i, k])
-                # b holds int8 values in int16 (the weights, sign-extended at decode)
-                c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(T.cast(b[vi, vk], "int8"), "int32")
+def _dot_8x2(cols: bool):
+    """(description, AVX2 implementation) of :data:`AVX2_DOT` (``cols``: of
+    :data:`AVX2_DOT_COLS`, the input pair a ``(2, 1)`` region). The ``if cols`` branches
+    are chosen when TVMScript parses the functions."""
+    a_shape = (2, 1) if cols else (2,)
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer(a_shape, "int8", offset_factor=1),
+             b: T.Buffer((8, 2), "int16", offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+        with T.sblock("root"):
+            if cols:
+                T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
+            else:
+                T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+            T.writes(c[0:8])
+            for i, k in T.grid(8, 2):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    # b holds int8 values in int16 (the weights, sign-extended at decode)
+                    if cols:
+                        c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(
+                            T.cast(b[vi, vk], "int8"), "int32"
+                        )
+                    else:
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(
+                            T.cast(b[vi, vk], "int8"), "int32"
+                        )
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer(a_shape, "int8", offset_factor=1),
+             b: T.Buffer((8, 2), "int16", offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+        with T.sblock("root"):
+            if cols:
+                T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
+            else:
+                T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+            T.writes(c[0:8])
+            if cols:
+                pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0, 0], "int8x2")))
+            else:
+                pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0], "int8x2")))
+            x = T.reinterpret("int16x16", T.broadcast(pair, 8))
+            w = b.vload([0, 0], "int16x16")
+            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
+            )
+
+    return desc, impl
 
 
-@T.prim_func(s_tir=True)
-def _dot_8x2_avx2(a: T.Buffer((2,), "int8", offset_factor=1),
-                  b: T.Buffer((8, 2), "int16", offset_factor=1),
-                  c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:2], b[0:8, 0:2])
-        T.writes(c[0:8])
-        pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0], "int8x2")))
-        x = T.reinterpret("int16x16", T.broadcast(pair, 8))
-        w = b.vload([0, 0], "int16x16")
-        c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-            "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
-        )
-
-
-@T.prim_func(s_tir=True)
-def _dot_8x2_cols_desc(a: T.Buffer((2, 1), "int8", offset_factor=1),
-                       b: T.Buffer((8, 2), "int16", offset_factor=1),
-                       c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
-        T.writes(c[0:8])
-        for i, k in T.grid(8, 2):
-            with T.sblock("update"):
-                vi, vk = T.axis.remap("SR", [i, k])
-                # b holds int8 values in int16 (the weights, sign-extended at decode)
-                c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(
-                    T.cast(b[vi, vk], "int8"), "int32"
-                )
-
-
-@T.prim_func(s_tir=True)
-def _dot_8x2_cols_avx2(a: T.Buffer((2, 1), "int8", offset_factor=1),
-                       b: T.Buffer((8, 2), "int16", offset_factor=1),
-                       c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
-        T.writes(c[0:8])
-        pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0, 0], "int8x2")))
-        x = T.reinterpret("int16x16", T.broadcast(pair, 8))
-        w = b.vload([0, 0], "int16x16")
-        c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-            "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
-        )
-
-
-TensorIntrin.register(AVX2_DOT, _dot_8x2_desc, _dot_8x2_avx2, override=True)
-TensorIntrin.register(AVX2_DOT_COLS, _dot_8x2_cols_desc, _dot_8x2_cols_avx2, override=True)
+TensorIntrin.register(AVX2_DOT, *_dot_8x2(cols=False), override=True)
+TensorIntrin.register(AVX2_DOT_COLS, *_dot_8x2(cols=True), override=True)
 
 
 def _reads_as(sch: Schedule, block, buffer_name: str) -> list | None:
