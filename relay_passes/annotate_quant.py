@@ -164,8 +164,10 @@ class _Annotator(PyExprMutator):
         return relax.Call(new.op, [x, *new.args[1:]], new.attrs)
 
 
-def _refinable(cb, how) -> bool:
-    return cb.scheme in ("kmeans", "quantile") and cb.group_size is None and how is not None
+def _refinable(scheme: str, group_size: int | None, how) -> bool:
+    """Whether layer-wise fitting applies: a free-form codebook (not per group) on a layer
+    whose inputs :mod:`tvmq.ptq.inputs` can read as rows."""
+    return scheme in ("kmeans", "quantile") and group_size is None and how is not None
 
 
 def _site_how(site, axis: int):
@@ -234,7 +236,7 @@ def _encode(scheme, w_store, how, data, config, snap: bool, refine: bool) -> _En
 
     cb = scheme.fit(w_store)
     codes, note = None, ""
-    if refine and data is not None and _refinable(cb, how):
+    if refine and data is not None and _refinable(cb.scheme, cb.group_size, how):
         w2d, back = weight_to_2d(w_store, how)
         conv_groups = how["groups"]
         if data.float_rows is not None:  # rows read in the quantized network
@@ -498,9 +500,7 @@ def refit_on_quantized_inputs(
         for i, st in sorted(stores.items())
         if st.scheme is not None
         and report[i].bits is not None
-        and st.scheme.name in ("kmeans", "quantile")
-        and st.scheme.group_size is None
-        and st.how is not None
+        and _refinable(st.scheme.name, st.scheme.group_size, st.how)
     ]
     if not todo:
         return annotated, report

@@ -195,11 +195,13 @@ def quantized_input_target(
         raise DataError(f"shapes disagree: w {w.shape}, x {xf.shape}, x_hat {xq.shape}")
     held = np.arange(len(xq)) % holdout == 0
 
-    def fit(a, b, wg, ridge):
-        h = a.T @ a / max(len(a), 1)
+    def normal_equations(a, b, wg):  # computed once per row set, solved per ridge
+        n = max(len(a), 1)
+        return a.T @ a / n, a.T @ (b @ wg.T) / n
+
+    def solve(h, rhs, wg, ridge):
         lam = ridge * max(float(np.mean(np.diag(h))), 1e-12)
-        rhs = a.T @ (b @ wg.T) / max(len(a), 1) + lam * wg.T
-        return np.linalg.solve(h + lam * np.eye(h.shape[0]), rhs).T
+        return np.linalg.solve(h + lam * np.eye(h.shape[0]), rhs + lam * wg.T).T
 
     out = w.copy()
     for rows, cols in _by_group(w, groups):
@@ -209,13 +211,14 @@ def quantized_input_target(
         def held_error(v, a=a, want=want):
             return float(((a[held] @ v.T - want) ** 2).sum())
 
+        h_fit, rhs_fit = normal_equations(a[~held], b[~held], wg)
         best, best_err = None, held_error(wg)
         for ridge in ridges:
-            err = held_error(fit(a[~held], b[~held], wg, ridge))
+            err = held_error(solve(h_fit, rhs_fit, wg, ridge))
             if err < best_err:
                 best, best_err = ridge, err
         if best is not None:
-            out[rows] = fit(a, b, wg, best)
+            out[rows] = solve(*normal_equations(a, b, wg), wg, best)
     return out
 
 
