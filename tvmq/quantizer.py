@@ -106,20 +106,18 @@ class QuantizedModel:
         """The input specs of ``main`` of ``self.annotated`` or ``self.float_module``,
         read once per module object."""
         mod = getattr(self, which)
-        hit = self._memo.get(f"specs:{which}")
-        if hit is None or hit[0] is not mod:
-            hit = (mod, _param_specs(mod["main"]))
-            self._memo[f"specs:{which}"] = hit
-        return hit[1]
+        return self._memoized(f"specs:{which}", lambda: _param_specs(mod["main"]), (mod,))
 
-    def _memoized(self, name: str, make):
-        """``make()`` once per (annotated, config): legalization takes seconds on real
-        models and deployment, tuning and kernel timing all start from it."""
+    def _memoized(self, name: str, make, deps: tuple | None = None):
+        """``make()`` once per ``deps`` (by identity; default: annotated, config):
+        legalization takes seconds on real models and deployment, tuning and kernel timing
+        all start from it."""
+        deps = (self.annotated, self.config) if deps is None else deps
         hit = self._memo.get(name)
-        if hit is not None and hit[0] is self.annotated and hit[1] is self.config:
-            return hit[2]
+        if hit is not None and all(a is b for a, b in zip(hit[0], deps, strict=True)):
+            return hit[1]
         value = make()
-        self._memo[name] = (self.annotated, self.config, value)
+        self._memo[name] = (deps, value)
         return value
 
     def legalized(self):

@@ -151,7 +151,6 @@ def tune(
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     work_dir = Path(work_dir)
     target, board_name = resolve_target(target)
@@ -206,12 +205,7 @@ def tune(
         if done < per_task:
             todo.append(t)
     if todo:  # one builder and one runner (worker pool) for the seeds and the search
-        if builder is None:
-            builder = LocalBuilder(
-                f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1
-            )
-        if isinstance(runner, str):
-            runner = ms.runner.Runner.create(runner)
+        builder, runner = _measurers(builder, runner)
     if seed_with_tvmq:  # every kernel, so a database from an older tvmq gets today's seed
         builder, runner = _seed(selected, database, builder, runner, target)
     interrupted = _run(todo, work_dir, seed, per_task, trials, per_iter, runner, database,
@@ -219,12 +213,24 @@ def tune(
     return TuneResult(work_dir, tasks, round(time.time() - t0, 1), interrupted)
 
 
+def _measurers(builder, runner):
+    """``(builder, runner)`` ready to measure: tvmq's host builder when none was given
+    (:func:`build_candidate`), a runner made from its name when given one."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.builder import LocalBuilder
+
+    if builder is None:
+        builder = LocalBuilder(f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1)
+    if isinstance(runner, str):
+        runner = ms.runner.Runner.create(runner)
+    return builder, runner
+
+
 def _seed(tasks, database, builder, runner, target):
     """Measure and record tvmq's schedule of every kernel whose database holds no record
     of that very schedule (see ``tune``); returns ``(builder, runner)``, made when first
     needed."""
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.meta_schedule.builder import LocalBuilder
 
     from .backend.schedule import schedule_isa, schedule_of
 
@@ -236,12 +242,7 @@ def _seed(tasks, database, builder, runner, target):
         trace = str(sch.trace)
         if any(str(r.trace) == trace for r in database.get_top_k(workload, 1 << 16)):
             continue
-        if builder is None:
-            builder = LocalBuilder(
-                f_build=build_candidate, timeout_sec=BUILD_TIMEOUT_S, max_workers=1
-            )
-        if isinstance(runner, str):
-            runner = ms.runner.Runner.create(runner)
+        builder, runner = _measurers(builder, runner)
         args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
         (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
         if built.error_msg is not None:
