@@ -135,6 +135,16 @@ def _spec_of(row: dict) -> tuple:
     return (row["scheme"], row["w_bits"], row["a_bits"], row["ptq"], row["granularity"])
 
 
+def _model_data(name: str, fast: bool):
+    """``(zoo info, test inputs, labels, 256 calibration samples, Relax module)`` of a
+    shipped model (``fast``: the first :data:`TEST_FAST` test samples)."""
+    meta = zoo.info(name)
+    x, y = load_split(meta["dataset"], "test")
+    if fast:
+        x, y = x[:TEST_FAST], y[:TEST_FAST]
+    return meta, x, y, calibration_set(meta["dataset"], 256), load_model(zoo.model_path(name))
+
+
 def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
     results: dict = {"models": {}, "fast": fast, "ptq": PTQ_ON}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,12 +154,7 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
                           {**results, "partial": {"model": name, "rows": rows}})  # fmt: skip
 
     for name in models or zoo.available():
-        meta = zoo.info(name)
-        x, y = load_split(meta["dataset"], "test")
-        if fast:
-            x, y = x[:TEST_FAST], y[:TEST_FAST]
-        calib = calibration_set(meta["dataset"], 256)
-        mod = load_model(zoo.model_path(name))
+        meta, x, y, calib, mod = _model_data(name, fast)
         t0 = time.time()
         first = quantize(mod, QuantConfig(weight={"scheme": "uniform", "bits": 8}))
         float_acc = accuracy(first.run_float, x, y)
@@ -222,10 +227,7 @@ def goals(progress=None, models=None) -> dict:
     for name in models or zoo.available():
         if name not in GOALS:
             continue
-        meta = zoo.info(name)
-        x, y = load_split(meta["dataset"], "test")
-        calib = calibration_set(meta["dataset"], 256)
-        mod = load_model(zoo.model_path(name))
+        _, x, y, calib, mod = _model_data(name, fast=False)
         float_acc = accuracy(quantize(mod, QuantConfig(weight="uniform")).run_float, x, y)
         rows = []
         for wb, ab, most in GOALS[name]:
