@@ -30,6 +30,7 @@ from tvm.relax import PyExprMutator, expr_functor
 
 from tvmq.kernels import (
     INPLACE_ATTR,
+    UNSIGNED_OFFSET,
     ZP_FOLDED,
     int_level_table,
     kernel_requant,
@@ -166,9 +167,10 @@ def _is_relu6(call) -> bool:
 
 @expr_functor.mutator
 class _Legalizer(PyExprMutator):
-    def __init__(self, mod, fixed: bool = False):
+    def __init__(self, mod, fixed: bool = False, unsigned_inputs: bool = False):
         super().__init__(mod)
         self.fixed = fixed
+        self.unsigned_inputs = unsigned_inputs  # see LegalizeLUT
         self.chains: dict = {}
         self.absorbed: dict = {}
         self.held: dict = {}  # chain's quantize call -> its absorbed bindings, in order
@@ -203,7 +205,7 @@ class _Legalizer(PyExprMutator):
         if parts is None:
             return call
         x, decode, spec, transposed, kw, out_ch = parts
-        integer = self._integer_args(x, decode, spec)
+        integer = self._integer_args(x, decode, spec, kw)
         if integer is not None:
             q, table, w_scale, x_scale, x_zero = integer
             oscale = relax.const(out_scales(spec, w_scale, x_scale, out_ch), "float32")
@@ -231,6 +233,7 @@ class _Legalizer(PyExprMutator):
                 x, decode.args[0], decode.args[1],
                 primfunc_name_hint="lut_matmul",
             )  # fmt: skip
+        kw.pop("unsigned_inputs", None)  # a float kernel: its input is float
         return self.builder_.call_te(
             lambda a, p, lv: lut_conv_compute(a, p, lv, spec, **kw),
             x, decode.args[0], decode.args[1],
@@ -260,6 +263,8 @@ class _Legalizer(PyExprMutator):
             return None
         kw = _conv_kwargs(a)
         spec = spec_of(decode)
+        if self.unsigned_inputs and _vnni_shaped(kw, spec):
+            kw["unsigned_inputs"] = True
         return call.args[0], decode, spec, False, kw, spec.shape[kw["kernel_layout"].index("O")]
 
     def _requantized(self, quant, layer, bias, act, pool=None, residual=None):
@@ -311,7 +316,7 @@ class _Legalizer(PyExprMutator):
         parts = self._layer_parts(new_layer)
         if parts is None:
             return None
-        integer = self._integer_args(*parts[:3])
+        integer = self._integer_args(*parts[:3], parts[4])
         return None if integer is None else (parts, integer)
 
     def _requant_kernel(self, quant, layer, bias, act, residual=None):
@@ -383,9 +388,11 @@ class _Legalizer(PyExprMutator):
             primfunc_attrs=attrs,
         )  # fmt: skip
 
-    def _integer_args(self, x, decode, spec):
+    def _integer_args(self, x, decode, spec, kw=None):
         """``(q, table, w_scale, x_scale, x_zero)`` when the integer kernel applies (the
-        input is a ``quant.dequantize`` and the codebook is per tensor or per channel)."""
+        input is a ``quant.dequantize`` and the codebook is per tensor or per channel);
+        ``x_zero`` in the uint8 domain when the conv keywords ``kw`` say
+        ``unsigned_inputs``."""
         if not (isinstance(x, relax.Var) and supports_integer(spec)):
             return None
         src = self.lookup_binding(x)
@@ -397,7 +404,7 @@ class _Legalizer(PyExprMutator):
             relax.const(shared_table(table), "int8"),
             w_scale,
             prim_float(src.args[1]),
-            prim_int(src.args[2]),
+            prim_int(src.args[2]) + (UNSIGNED_OFFSET if (kw or {}).get("unsigned_inputs") else 0),
         )
 
 
@@ -428,6 +435,18 @@ def _conv_kwargs(attrs) -> dict:
     )
 
 
+def _vnni_shaped(kw: dict, spec) -> bool:
+    """Whether a conv gets ``unsigned_inputs`` (when asked for): the regular channels-last
+    convs the AVX-VNNI schedule tensorizes, input channels a multiple of 4 (or one channel
+    and a kernel width a multiple of 4), output channels a multiple of 8
+    (:func:`tvmq.backend.schedule._conv_for_avx2`)."""
+    layout = kw["kernel_layout"]
+    dims = {c: int(spec.shape[layout.index(c)]) for c in layout}
+    if kw["groups"] != 1 or kw["data_layout"] != "NHWC" or len(dims) != 4 or dims["O"] % 8:
+        return False
+    return dims["I"] % 4 == 0 or (dims["I"] == 1 and dims["W"] % 4 == 0)
+
+
 def _is_2d_transpose(call) -> bool:
     axes = call.attrs.axes
     return len(call.args[0].ty.shape) == 2 and (axes is None or [int(a) for a in axes] == [1, 0])
@@ -444,11 +463,14 @@ class LegalizeLUT:
         :class:`tvmq.config.ActivationConfig`).
     """
 
-    def __init__(self, requantize: str = "float"):
+    def __init__(self, requantize: str = "float", unsigned_inputs: bool = False):
         self.requantize = requantize
+        self.unsigned_inputs = unsigned_inputs
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        legalizer = _Legalizer(mod, fixed=self.requantize == "fixed")
+        legalizer = _Legalizer(
+            mod, fixed=self.requantize == "fixed", unsigned_inputs=self.unsigned_inputs
+        )
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 if legalizer.fixed:

@@ -24,7 +24,10 @@ def test_host_target_names_this_cpu(monkeypatch):
         pytest.skip("LLVM does not know this CPU")
     assert str(t.attrs["mcpu"]) == cpu
     if X86:
-        assert "-fma" in [str(a) for a in t.attrs["mattr"]]
+        mattr = [str(a) for a in t.attrs["mattr"]]
+        assert "-fma" in mattr
+        # AVX-VNNI back on whenever this CPU has it (it does not need FMA)
+        assert ("+avxvnni" in mattr) == targets._host_has("avxvnni")
         assert "mattr" not in targets.host_llvm(exact=False).attrs
     monkeypatch.setenv("TVMQ_HOST_MCPU", "generic")
     targets.host_cpu.cache_clear()
@@ -65,6 +68,8 @@ def test_schedule_isa_follows_the_targets_cpu():
         return schedule_isa(tvm.target.Target(spec))
 
     assert isa({"kind": "llvm", "mcpu": "haswell"}) == "avx2"
+    assert isa({"kind": "llvm", "mcpu": "alderlake"}) == "avxvnni"
+    assert isa({"kind": "llvm", "mcpu": "haswell", "mattr": ["+avxvnni"]}) == "avxvnni"
     assert isa({"kind": "llvm", "mcpu": "x86-64"}) == "cpu"
     assert isa({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}) == "cpu"
     assert schedule_isa(mcu_target("mps2-an386")) == "mcu"

@@ -120,13 +120,19 @@ class QuantizedModel:
         self._memo[name] = (deps, value)
         return value
 
-    def legalized(self):
-        """The module with LUT kernels (:class:`relay_passes.LegalizeLUT`)."""
+    def legalized(self, unsigned_inputs: bool = False):
+        """The module with LUT kernels (:class:`relay_passes.LegalizeLUT`).
+
+        ``unsigned_inputs``: the regular convs take uint8 inputs, for an AVX-VNNI host
+        (:func:`tvmq.backend.schedule.unsigned_inputs_for`); same results."""
         from relay_passes import LegalizeLUT
 
         act = self.config.activation
         mode = act.requantize if act is not None else "float"
-        return self._memoized("legalized", lambda: LegalizeLUT(mode)(self.annotated))
+        return self._memoized(
+            f"legalized-{unsigned_inputs}",
+            lambda: LegalizeLUT(mode, unsigned_inputs)(self.annotated),
+        )
 
     def simulated(self):
         """The fake-quant module (:class:`relay_passes.SimulateQuant`)."""
@@ -134,15 +140,17 @@ class QuantizedModel:
 
         return SimulateQuant()(self.annotated)
 
-    def fused(self):
+    def fused(self, unsigned_inputs: bool = False):
         """The LUT module after legalization and fusion (bias, ReLU and the next layer's
-        quantize fused into the LUT kernels): what code generation starts from."""
+        quantize fused into the LUT kernels): what code generation starts from
+        (``unsigned_inputs``: see :meth:`legalized`)."""
         import tvm
 
         from .pipeline import fusion_passes
 
         return self._memoized(
-            "fused", lambda: tvm.transform.Sequential(fusion_passes())(self.legalized())
+            f"fused-{unsigned_inputs}",
+            lambda: tvm.transform.Sequential(fusion_passes())(self.legalized(unsigned_inputs)),
         )
 
     def _vm(self, kind: str, target):
@@ -154,8 +162,11 @@ class QuantizedModel:
         tuning = getattr(self, "_tuning", None) if kind == "lut" else None
         key = (kind, str(target), tuning)
         if key not in self._vms:
+            from .backend.schedule import schedule_isa, unsigned_inputs_for
+
+            unsigned = unsigned_inputs_for(schedule_isa(tvm.target.Target(target)))
             mod = {
-                "lut": self.legalized,
+                "lut": lambda: self.legalized(unsigned),
                 "sim": self.simulated,
                 "float": lambda: self.float_module,
             }[kind]()

@@ -14,7 +14,9 @@ epilogues round differently from the C the device runs (``-ffp-contract=off``): 
 apart on the test model. ``exact=True`` (the default) builds without the ``fma``
 feature, which keeps host and device outputs bit-identical; LLVM then also drops the
 AVX-512 extensions that depend on it (measured, KWS W4A8 LUT model on the 2-core Xeon
-here: generic x86-64 595 us, this CPU exact 314 us, with FMA 262 us).
+here: generic x86-64 595 us, this CPU exact 314 us, with FMA 262 us). AVX-VNNI (the VEX
+``vpdpbusd``, which needs only AVX2) is added back when the CPU has it: the integer
+convs use it (:func:`tvmq.backend.schedule.unsigned_inputs_for`).
 """
 
 from __future__ import annotations
@@ -47,4 +49,14 @@ def host_llvm(num_cores: int = 1, *, exact: bool = True):
         spec["mcpu"] = cpu
         if exact and platform.machine().lower() in ("x86_64", "amd64", "i686"):
             spec["mattr"] = ["-fma"]  # (Arm cores fuse multiply-adds whatever the features)
+            if "TVMQ_HOST_MCPU" not in os.environ and _host_has("avxvnni"):
+                spec["mattr"].append("+avxvnni")  # VEX VNNI needs AVX2 only, not FMA
     return tvm.target.Target(spec)
+
+
+def _host_has(feature: str) -> bool:
+    """Whether LLVM detects ``feature`` on this machine's CPU."""
+    import tvm
+
+    get = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures", allow_missing=True)
+    return get is not None and bool(dict(get()).get(feature, False))

@@ -160,7 +160,7 @@ def tune(
 
         builder, runner = qemu_builder_runner(board_name)
     work_dir.mkdir(parents=True, exist_ok=True)
-    mod = _fused(qm)
+    mod = _fused(qm, target)
     names = lut_task_names(mod) if ops == "lut" else None
     if names is not None and not names:
         raise TvmqError("the model has no LUT kernels to tune")
@@ -370,14 +370,17 @@ def resolve_target(target) -> tuple[tvm.target.Target, str | None]:
     return (host_target() if target is None or isinstance(target, str) else target), None
 
 
-def _fused(qm) -> tvm.IRModule:
-    """What is tuned and timed: :meth:`QuantizedModel.fused`, or a plain Relax module (e.g.
-    the float model) through the same fusion passes."""
+def _fused(qm, target) -> tvm.IRModule:
+    """What is tuned and timed for ``target``: :meth:`QuantizedModel.fused` (with uint8
+    conv inputs on an AVX-VNNI host), or a plain Relax module (e.g. the float model)
+    through the same fusion passes."""
     if isinstance(qm, tvm.IRModule):
         from .pipeline import fusion_passes
 
         return tvm.transform.Sequential(fusion_passes())(qm)
-    return qm.fused()
+    from .backend.schedule import schedule_isa, unsigned_inputs_for
+
+    return qm.fused(unsigned_inputs_for(schedule_isa(target)))
 
 
 def apply_to_module(mod: tvm.IRModule, work_dir: str | Path, target) -> tvm.IRModule:
@@ -412,7 +415,7 @@ def kernel_times(
     from .backend.schedule import schedule_isa, schedule_mcu
 
     target = target or host_target()
-    mod = _fused(qm)
+    mod = _fused(qm, target)
     if tuning is not None:
         mod = apply_to_module(mod, tuning, target)
     if schedule:

@@ -63,7 +63,7 @@ def _schedule_acc(sch: Schedule, acc, isa: str = "mcu") -> None:
     depthwise = bool(int(ann["tvmq.depthwise"]))
     if isa != "mcu" and depthwise and _depthwise_for_vectors(sch, acc, c_pos):
         return
-    if isa == "avx2" and not depthwise and _conv_for_avx2(sch, acc, c_pos, order):
+    if isa in ("avx2", "avxvnni") and not depthwise and _conv_for_avx2(sch, acc, c_pos, order):
         return
     loops = sch.get_loops(acc)
     n_sp = sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
@@ -203,6 +203,66 @@ def _dot_8x2(cols: bool):
 TensorIntrin.register(AVX2_DOT, *_dot_8x2(cols=False), override=True)
 TensorIntrin.register(AVX2_DOT_COLS, *_dot_8x2(cols=True), override=True)
 
+VNNI_DOT = "tvmq_dot_8x4_u8i8_vnni"
+"""TensorIntrin: 8 output channels += 4 uint8 inputs x their 8 x 4 int8 weights into int32,
+one AVX-VNNI ``vpdpbusd`` (the kernels of :func:`unsigned_inputs_for` read uint8)."""
+VNNI_DOT_COLS = "tvmq_dot_8x4_u8i8_vnni_cols"
+""":data:`VNNI_DOT` for four neighbouring kernel columns of a one-channel input."""
+
+
+# LLVM 21 retyped the VNNI intrinsics' byte operands from <8 x i32> to <32 x i8>
+_VNNI_OPERAND = "int8x32" if tvm.target.codegen.llvm_version_major() >= 21 else "int32x8"
+
+
+def _dot_8x4(cols: bool):
+    """(description, AVX-VNNI implementation) of :data:`VNNI_DOT` (``cols``: of
+    :data:`VNNI_DOT_COLS`, the four inputs a ``(4, 1)`` region)."""
+    a_shape = (4, 1) if cols else (4,)
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer(a_shape, "uint8", offset_factor=1),
+             b: T.Buffer((8, 4), "int8", offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+        with T.sblock("root"):
+            if cols:
+                T.reads(c[0:8], a[0:4, 0:1], b[0:8, 0:4])
+            else:
+                T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+            T.writes(c[0:8])
+            for i, k in T.grid(8, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    if cols:
+                        c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(b[vi, vk], "int32")
+                    else:
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer(a_shape, "uint8", offset_factor=1),
+             b: T.Buffer((8, 4), "int8", offset_factor=1),
+             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+        with T.sblock("root"):
+            if cols:
+                T.reads(c[0:8], a[0:4, 0:1], b[0:8, 0:4])
+            else:
+                T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+            T.writes(c[0:8])
+            if cols:
+                quad = T.reinterpret("int32", a.vload([0, 0], "uint8x4"))
+            else:
+                quad = T.reinterpret("int32", a.vload([0], "uint8x4"))
+            c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                "int32x8", "llvm.x86.avx512.vpdpbusd.256", c.vload([0], "int32x8"),
+                T.reinterpret(_VNNI_OPERAND, T.broadcast(quad, 8)),
+                T.reinterpret(_VNNI_OPERAND, b.vload([0, 0], "int8x32")),
+            )  # fmt: skip
+
+    return desc, impl
+
+
+TensorIntrin.register(VNNI_DOT, *_dot_8x4(cols=False), override=True)
+TensorIntrin.register(VNNI_DOT_COLS, *_dot_8x4(cols=True), override=True)
+
 
 def _reads_as(sch: Schedule, block, buffer_name: str) -> list | None:
     """The index expressions ``block`` reads buffer ``buffer_name`` at (one point each)."""
@@ -252,24 +312,29 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
     rc, rh, rw = reduce[0], reduce[order[0]], reduce[order[1]]
     if int(sch.get(spatial[3]).extent) % 8:
         return False
-    if int(sch.get(rc).extent) % 2 == 0:  # pairs of input channels
+    vnni = _reads_uint8(sch, acc)  # an unsigned_inputs kernel: vpdpbusd, 4 inputs a time
+    step = 4 if vnni else 2
+    if int(sch.get(rc).extent) % step == 0:  # pairs (quads) of input channels
         sch.transform_layout(decode, ("write", 0), lambda *i: (
-            i[ph], i[pw], i[pc] // 2, i[po], i[pc] % 2))  # fmt: skip
-        rc2, rj = sch.split(rc, factors=[None, 2])
+            i[ph], i[pw], i[pc] // step, i[po], i[pc] % step))  # fmt: skip
+        rc2, rj = sch.split(rc, factors=[None, step])
         sch.reorder(*spatial[:3], rh, rw, rc2, *_split_o(sch, spatial[3]), rj)
-        intrin = AVX2_DOT
-    elif int(sch.get(rc).extent) == 1 and int(sch.get(rw).extent) % 2 == 0:
-        # one input channel (a first layer): pairs of neighbouring kernel columns
+        intrin = VNNI_DOT if vnni else AVX2_DOT
+    elif int(sch.get(rc).extent) == 1 and int(sch.get(rw).extent) % step == 0:
+        # one input channel (a first layer): neighbouring kernel columns
         sch.transform_layout(decode, ("write", 0), lambda *i: (
-            i[ph], i[pw] // 2, i[pc], i[po], i[pw] % 2))  # fmt: skip
-        rw2, rj = sch.split(rw, factors=[None, 2])
+            i[ph], i[pw] // step, i[pc], i[po], i[pw] % step))  # fmt: skip
+        rw2, rj = sch.split(rw, factors=[None, step])
         sch.reorder(*spatial[:3], rh, rw2, rc, *_split_o(sch, spatial[3]), rj)
-        intrin = AVX2_DOT_COLS
+        intrin = VNNI_DOT_COLS if vnni else AVX2_DOT_COLS
     else:
         return False
-    # the decoded weights sign-extended once, at decode time: the dot product then loads
-    # them as they are (vpmovsxbw per use was the port-5 bottleneck)
-    sch.unsafe_set_dtype(decode, 0, "int16")
+    if not vnni:
+        # the decoded weights sign-extended once, at decode time: the dot product then
+        # loads them as they are (vpmovsxbw per use was the port-5 bottleneck)
+        sch.unsafe_set_dtype(decode, 0, "int16")
+    for blk in sch.get_producers(acc):  # the int8 -> uint8 offset, vectorized
+        _vectorize_offset(sch, blk)
     oi = sch.get_loops(acc)[-2]
     init = sch.decompose_reduction(acc, rh)
     _try(sch.vectorize, sch.get_loops(init)[-1])
@@ -283,6 +348,18 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
             consumers += list(sch.get_consumers(blk))
     sch.tensorize(oi, intrin)
     return True
+
+
+def _reads_uint8(sch: Schedule, block) -> bool:
+    """Whether ``block`` reads a uint8 buffer (the input of an ``unsigned_inputs`` kernel)."""
+    return any(r.source.dtype == "uint8" for r in sch.get(block).reads)
+
+
+def _vectorize_offset(sch: Schedule, block) -> None:
+    """The ``lut_to_uint8`` stage (directly or under a pad) as one vectorized loop."""
+    for blk in [block, *sch.get_producers(block)]:
+        if sch.get(blk).name_hint == "lut_to_uint8":
+            _try(lambda: sch.vectorize(sch.split(sch.fuse(*sch.get_loops(blk)), [None, 32])[1]))
 
 
 def _split_o(sch: Schedule, loop):
@@ -340,9 +417,16 @@ def _unroll_codes_of_a_byte(sch: Schedule, decode) -> None:
     sch.unroll(inner)
 
 
-ISAS = ("mcu", "cpu", "avx2")
+ISAS = ("mcu", "cpu", "avx2", "avxvnni")
 """What a schedule is for: a microcontroller (scalar core, the C printer's dot products),
-a host CPU with vector units, or an x86 host with AVX2 (:func:`schedule_isa`)."""
+a host CPU with vector units, an x86 host with AVX2, or one with AVX2 and AVX-VNNI
+(:func:`schedule_isa`)."""
+
+
+def unsigned_inputs_for(isa: str) -> bool:
+    """Whether the regular convs for ``isa`` take uint8 inputs (the legalizer's
+    ``unsigned_inputs``): on AVX-VNNI, whose ``vpdpbusd`` multiplies uint8 by int8."""
+    return isa == "avxvnni"
 
 
 def schedule_primfunc(func: tirx.PrimFunc, isa: str = "mcu") -> tirx.PrimFunc:
@@ -402,7 +486,8 @@ def is_mcu_target(target) -> bool:
 
 def schedule_isa(target) -> str:
     """The :data:`ISAS` entry for ``target``: ``"mcu"`` for a microcontroller,
-    ``"avx2"`` for an LLVM target whose CPU has AVX2, else ``"cpu"``."""
+    ``"avxvnni"`` / ``"avx2"`` for an LLVM target whose CPU has AVX-VNNI / AVX2, else
+    ``"cpu"``."""
     if target is None or is_mcu_target(target):
         return "mcu"
     if target.kind.name == "llvm":
@@ -410,7 +495,7 @@ def schedule_isa(target) -> str:
 
         try:
             if llvm_cpu_has_features(["avx2"], target):
-                return "avx2"
+                return "avxvnni" if llvm_cpu_has_features(["avxvnni"], target) else "avx2"
         except tvm.TVMError:  # not an x86 LLVM target: no AVX2 schedule
             pass
     return "cpu"

@@ -18,6 +18,7 @@ from .conv import lut_conv_compute, lut_conv_reference
 from .decode import LutWeight, lut_decode_compute, lut_decode_reference
 from .integer import (
     INPLACE_ATTR,
+    UNSIGNED_OFFSET,
     ZP_FOLDED,
     int_level_table,
     lut_conv_int_avgpool_compute,
@@ -41,6 +42,7 @@ from .requantize import (
 
 __all__ = [
     "INPLACE_ATTR",
+    "UNSIGNED_OFFSET",
     "ZP_FOLDED",
     "LutWeight",
     "dequantize_compute",

@@ -33,6 +33,9 @@ memory planner lets the output overwrite the input when the input dies there."""
 ZP_FOLDED = "folded"
 """``zp_sums`` value saying the caller folded the zero-point term into the requantize bias."""
 
+UNSIGNED_OFFSET = 128
+"""What ``unsigned_inputs`` kernels add to the int8 activation codes (int8 -> uint8)."""
+
 
 def int_level_table(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(T, w_scale)``: int8 ``T[G, K]`` and float32 ``w_scale[G]`` with levels ~ T * scale.
@@ -245,13 +248,26 @@ def lut_matmul_int_compute(
 def lut_conv_int_compute(
     q, packed, table, oscale, spec: LutWeight, *, x_zero: int, strides, padding, dilation,
     groups: int, data_layout: str, kernel_layout: str, requant=None, zp_sums=None,
-    residual=None,
+    residual=None, unsigned_inputs: bool = False,
 ):  # fmt: skip
     """TE: integer convolution; padding uses ``x_zero`` so padded terms vanish. With
     ``requant`` the output is int8 codes (see :func:`lut_matmul_int_compute`, also for
-    ``zp_sums``), optionally with a residual added (``residual``, see ``_epilogue``)."""
+    ``zp_sums``), optionally with a residual added (``residual``, see ``_epilogue``).
+
+    ``unsigned_inputs``: the int8 codes ``q`` are offset to uint8 ``q + 128`` first (a
+    stage ``lut_to_uint8``) and the products are uint8 x int8, what x86's VNNI
+    ``vpdpbusd`` multiplies (:data:`UNSIGNED_OFFSET`); ``x_zero`` (and ``zp_sums``) are
+    then in the uint8 domain, ``x_zero + 128``, so the result is the same integer."""
     from tvm import te
 
+    if unsigned_inputs:
+        q = te.compute(
+            q.shape,
+            lambda *i: (q(*i).astype("int32") + UNSIGNED_OFFSET).astype("uint8"),
+            name="lut_to_uint8",
+        )
+        if not 0 <= x_zero <= 255:
+            raise ValueError(f"unsigned_inputs needs a uint8 zero point, got {x_zero}")
     qp, out_shape, indices, axes = conv_loops(
         q, spec, strides=strides, padding=padding, dilation=dilation, groups=groups,
         data_layout=data_layout, kernel_layout=kernel_layout, pad_value=x_zero,
