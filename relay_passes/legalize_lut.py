@@ -437,14 +437,13 @@ def _conv_kwargs(attrs) -> dict:
 
 def _vnni_shaped(kw: dict, spec) -> bool:
     """Whether a conv gets ``unsigned_inputs`` (when asked for): the regular channels-last
-    convs the AVX-VNNI schedule tensorizes, input channels a multiple of 4 (or one channel
-    and a kernel width a multiple of 4), output channels a multiple of 8
-    (:func:`tvmq.backend.schedule._conv_for_avx2`)."""
+    2-D convs the AVX-VNNI schedule tensorizes, output channels a multiple of 8 (the
+    kernel pads the input channels to a multiple of 4;
+    :func:`tvmq.backend.schedule._conv_for_avx2`)."""
     layout = kw["kernel_layout"]
-    dims = {c: int(spec.shape[layout.index(c)]) for c in layout}
-    if kw["groups"] != 1 or kw["data_layout"] != "NHWC" or len(dims) != 4 or dims["O"] % 8:
+    if kw["groups"] != 1 or kw["data_layout"] != "NHWC" or len(layout) != 4:
         return False
-    return dims["I"] % 4 == 0 or (dims["I"] == 1 and dims["W"] % 4 == 0)
+    return int(spec.shape[layout.index("O")]) % 8 == 0
 
 
 def _is_2d_transpose(call) -> bool:

@@ -294,25 +294,24 @@ def _regular_convs(fused) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.skipif(
+VNNI = pytest.mark.skipif(
     __import__("tvmq.backend.schedule", fromlist=["x"]).schedule_isa(
         __import__("tvmq.targets", fromlist=["x"]).host_llvm()
     ) != "avxvnni",
     reason="this host CPU has no AVX-VNNI",
 )  # fmt: skip
-def test_vnni_convs_take_uint8_inputs_and_equal_the_int8_kernels(kws_w4a8):
-    """On an AVX-VNNI host the regular convs are legalized with ``unsigned_inputs`` (codes
-    + 128, the zero point moved with them) and multiply 4 uint8 inputs x 8 output
-    channels per ``vpdpbusd``; each kernel's output equals the int8 kernel's under the MCU
-    schedule bit for bit, for the same int8 input codes (measured: KWS pointwise conv
-    13.5 -> 8.0 us, whole model 89 -> 66 us; IC ResNet-8 410 -> 233 us)."""
-    from tvmq.backend.schedule import schedule_primfunc, unsigned_inputs_for
+
+
+def _vnni_kernels_equal_int8_kernels(qm, n_regular: int) -> list[str]:
+    """Each regular conv of ``qm`` legalized with ``unsigned_inputs`` and scheduled for
+    AVX-VNNI gives the int8 kernel's output (MCU schedule) bit for bit on the same random
+    int8 codes; returns the kernels' names."""
+    from tvmq.backend.schedule import schedule_primfunc
     from tvmq.targets import host_llvm
 
-    assert unsigned_inputs_for("avxvnni") and not unsigned_inputs_for("avx2")
-    signed, unsigned = kws_w4a8.fused(False), kws_w4a8.fused(True)
+    signed, unsigned = qm.fused(False), qm.fused(True)
     names = _regular_convs(unsigned)
-    assert len(names) == 3 and names == _regular_convs(signed), names
+    assert len(names) == n_regular and names == _regular_convs(signed), names
     depthwise = [
         gv.name_hint
         for gv, f in unsigned.functions_items()
@@ -337,3 +336,30 @@ def test_vnni_convs_take_uint8_inputs_and_equal_the_int8_kernels(kws_w4a8):
             outs.append(args[-1].numpy())
         np.testing.assert_array_equal(outs[0], outs[1], err_msg=name)
         assert np.unique(outs[0]).size > 3, name
+    return names
+
+
+@VNNI
+def test_vnni_convs_take_uint8_inputs_and_equal_the_int8_kernels(kws_w4a8):
+    """On an AVX-VNNI host the regular convs are legalized with ``unsigned_inputs`` (codes
+    + 128, the zero point moved with them) and multiply 4 uint8 inputs x 8 output
+    channels per ``vpdpbusd`` (KWS: the one-channel 10x4 first layer by kernel columns,
+    the pointwise convs by input channels); each equals the int8 kernel bit for bit
+    (measured: KWS pointwise conv 13.5 -> 8.0 us, whole model 89 -> 66 us)."""
+    from tvmq.backend.schedule import unsigned_inputs_for
+
+    assert unsigned_inputs_for("avxvnni") and not unsigned_inputs_for("avx2")
+    _vnni_kernels_equal_int8_kernels(kws_w4a8, 3)
+
+
+@VNNI
+def test_vnni_pads_three_input_channels_to_four():
+    """A 3-channel first conv (an RGB input) gets its channels padded to 4 inside the
+    kernel (the input with its zero point, the weights with zeros), so it takes the VNNI
+    path too, with the same results (IC ResNet-8's first conv: 47 -> 7.7 us)."""
+    calib = [np.random.default_rng(i).uniform(-1, 1, (1, 3, 12, 12)).astype(np.float32)
+             for i in range(4)]  # fmt: skip
+    qm = tvmq.quantize(onnx_model(), fixed("w4-kmeans-a8"), calib=calib, layout="NHWC")
+    (name,) = _vnni_kernels_equal_int8_kernels(qm, 1)
+    script = qm.fused(True)[name].script()
+    assert '(T.int64(1), T.int64(12), T.int64(12), T.int64(4)), "uint8"' in script, script

@@ -17,6 +17,7 @@ int8 tables keep the sum in int32 for any reduction below 65,000 (``255 * 128 * 
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import numpy as np
 
@@ -107,21 +108,36 @@ def _for_table(spec: LutWeight, rows: int) -> LutWeight:
     return spec
 
 
-def decode_int_compute(packed, table, spec: LutWeight, out_axis: int):
+def decode_int_compute(packed, table, spec: LutWeight, out_axis: int, pad=None):
     """TE stage ``lut_decode_int``: the int8 weight ``T[g, code]`` in the kernel's layout.
 
     A separate stage rather than an expression inside the reduction, so a schedule can
     decode each output channel's weights once into scratch (:mod:`tvmq.backend.schedule`)
     instead of once per multiply-accumulate. ``out_axis`` (the weight's output-channel
     axis) is annotated for the schedule, which may store the scratch channel-major.
+    ``pad = (axis, size)`` extends one axis to ``size`` with zero weights.
     """
+    import tvm
     from tvm import te
 
     per_byte = 8 // spec.bits if 8 % spec.bits == 0 else 1
     spec = _for_table(spec, int(table.shape[0]))
+    shape = list(spec.shape)
+
+    def weight(*i):
+        return table[spec.group_of(i), spec.code_expr(packed, i)]
+
+    if pad is not None:
+        axis, shape[axis] = pad
+        n = spec.shape[axis]
+        plain = weight
+
+        def weight(*i):
+            return tvm.tirx.if_then_else(i[axis] < n, plain(*i), tvm.tirx.const(0, "int8"))
+
     return te.compute(
-        spec.shape,
-        lambda *i: table[spec.group_of(i), spec.code_expr(packed, i)],
+        shape,
+        weight,
         name="lut_decode_int",
         attrs={"tvmq.codes_per_byte": per_byte, "tvmq.out_axis": out_axis},
     )
@@ -260,20 +276,20 @@ def lut_conv_int_compute(
     then in the uint8 domain, ``x_zero + 128``, so the result is the same integer."""
     from tvm import te
 
+    c_pos = data_layout.index("C")
+    loops_spec, pad = spec, None
     if unsigned_inputs:
-        q = te.compute(
-            q.shape,
-            lambda *i: (q(*i).astype("int32") + UNSIGNED_OFFSET).astype("uint8"),
-            name="lut_to_uint8",
-        )
         if not 0 <= x_zero <= 255:
             raise ValueError(f"unsigned_inputs needs a uint8 zero point, got {x_zero}")
+        q, pad = _to_uint8(q, spec, x_zero, c_pos, groups, kernel_layout)
+        if pad is not None:  # the loops run over the padded input channels
+            padded = [pad[1] if d == pad[0] else n for d, n in enumerate(spec.shape)]
+            loops_spec = types.SimpleNamespace(shape=tuple(padded))
     qp, out_shape, indices, axes = conv_loops(
-        q, spec, strides=strides, padding=padding, dilation=dilation, groups=groups,
+        q, loops_spec, strides=strides, padding=padding, dilation=dilation, groups=groups,
         data_layout=data_layout, kernel_layout=kernel_layout, pad_value=x_zero,
     )  # fmt: skip
-    wdec = decode_int_compute(packed, table, spec, kernel_layout.index("O"))
-    c_pos = data_layout.index("C")
+    wdec = decode_int_compute(packed, table, spec, kernel_layout.index("O"), pad)
     zp = _zero_point_term(packed, table, spec, kernel_layout.index("O"), x_zero, zp_sums)
 
     def acc(*o):
@@ -288,6 +304,39 @@ def lut_conv_int_compute(
     attrs = _acc_attrs(c_pos, order, depthwise=in_per_group == 1 and groups > 1)
     a = te.compute(out_shape, acc, name="lut_conv_acc", attrs=attrs)
     return _epilogue(a, oscale, requant, c_pos, "lut_conv_int", zp, residual)
+
+
+VNNI_INPUTS = 4
+"""Inputs per ``vpdpbusd`` lane: ``unsigned_inputs`` kernels pad the input channels to a
+multiple of it (zero weights; one channel with a kernel width that divides is left)."""
+
+
+def _to_uint8(q, spec: LutWeight, x_zero: int, c_pos: int, groups: int, kernel_layout: str):
+    """``(stage lut_to_uint8, weight padding or None)``: the int8 codes ``q`` + 128 as
+    uint8, the channel axis padded with ``x_zero`` (uint8 domain) to a multiple of
+    :data:`VNNI_INPUTS` when the input channels are not (so a 3-channel first layer gets
+    the VNNI kernel too; its padded weights are zero, ``pad`` for
+    :func:`decode_int_compute`)."""
+    import tvm
+    from tvm import te
+
+    i_axis = kernel_layout.index("I")
+    n_in = int(spec.shape[i_axis])
+    width = int(spec.shape[kernel_layout.index("W")]) if "W" in kernel_layout else 0
+    extra = (-n_in) % VNNI_INPUTS
+    if groups != 1 or (n_in == 1 and width % VNNI_INPUTS == 0):
+        extra = 0
+    shape = list(q.shape)
+    shape[c_pos] = n_in + extra
+
+    def code(*i):
+        value = (q(*i).astype("int32") + UNSIGNED_OFFSET).astype("uint8")
+        if not extra:
+            return value
+        return tvm.tirx.if_then_else(i[c_pos] < n_in, value, tvm.tirx.const(x_zero, "uint8"))
+
+    stage = te.compute(shape, code, name="lut_to_uint8")
+    return stage, ((i_axis, n_in + extra) if extra else None)
 
 
 def lut_conv_int_avgpool_compute(
