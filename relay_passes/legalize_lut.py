@@ -436,14 +436,16 @@ def _conv_kwargs(attrs) -> dict:
 
 
 def _vnni_shaped(kw: dict, spec) -> bool:
-    """Whether a conv gets ``unsigned_inputs`` (when asked for): the regular channels-last
-    2-D convs the AVX-VNNI schedule tensorizes, output channels a multiple of 8 (the
-    kernel pads the input channels to a multiple of 4;
-    :func:`tvmq.backend.schedule._conv_for_avx2`)."""
+    """Whether a conv gets ``unsigned_inputs`` (when asked for): the channels-last 2-D
+    convs the AVX-VNNI schedule tensorizes, regular or depthwise, output channels a
+    multiple of 8 (a regular conv's kernel pads its input channels to a multiple of 4;
+    :func:`tvmq.backend.schedule._conv_for_avx2`, ``_depthwise_for_vectors``)."""
     layout = kw["kernel_layout"]
-    if kw["groups"] != 1 or kw["data_layout"] != "NHWC" or len(layout) != 4:
+    if kw["data_layout"] != "NHWC" or len(layout) != 4:
         return False
-    return int(spec.shape[layout.index("O")]) % 8 == 0
+    out_ch, in_per_group = (int(spec.shape[layout.index(c)]) for c in "OI")
+    depthwise = in_per_group == 1 and kw["groups"] == out_ch
+    return (kw["groups"] == 1 or depthwise) and out_ch % 8 == 0
 
 
 def _is_2d_transpose(call) -> bool:

@@ -9,6 +9,7 @@ import tvmq
 from relay_passes import AnnotateQuant, Calibrate, calibrate
 from tvmq.config import ActivationConfig
 from tvmq.kernels import (
+    UNSIGNED_OFFSET,
     int_level_table,
     lut_conv_int_compute,
     lut_int_reference,
@@ -82,6 +83,31 @@ def test_integer_conv_is_exact(case, bits):
     ref = lut_int_reference(q, int_weight(w, cb, table), oscale, x_zero=4, conv=c, channel_axis=ch)
     got = build_and_run(
         lambda a, p, t, o: lut_conv_int_compute(a, p, t, o, spec, x_zero=4, **c),
+        [q, packed, table, oscale],
+        ref.shape,
+    )
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("case", ["conv2d-NHWC", "depthwise-NHWC", "rgb-NHWC"])
+def test_unsigned_inputs_conv_is_exact(case, bits):
+    """``unsigned_inputs`` (the AVX-VNNI form: codes + 128 as uint8, the zero point moved
+    with them, input channels padded to a multiple of 4) gives the int8 kernel's sums."""
+    rgb = dict(CONVS["conv2d-NHWC"], x=(1, 6, 6, 3), w=(3, 3, 3, 8))
+    c = dict(rgb if case == "rgb-NHWC" else CONVS[case])
+    xs, ws, axis = c.pop("x"), c.pop("w"), c.pop("axis")
+    w = RNG.laplace(size=ws).astype(np.float32)
+    packed, levels, spec, cb = encode(w, "kmeans", bits, axis)
+    table, w_scale = int_level_table(levels)
+    oscale = out_scales(spec, w_scale, 0.05, ws[c["kernel_layout"].index("O")])
+    q = RNG.integers(-128, 128, xs).astype(np.int8)
+    ch = c["data_layout"].index("C")
+    ref = lut_int_reference(q, int_weight(w, cb, table), oscale, x_zero=-7, conv=c, channel_axis=ch)
+    got = build_and_run(
+        lambda a, p, t, o: lut_conv_int_compute(
+            a, p, t, o, spec, x_zero=-7 + UNSIGNED_OFFSET, unsigned_inputs=True, **c
+        ),
         [q, packed, table, oscale],
         ref.shape,
     )

@@ -125,18 +125,25 @@ def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
         return False
     spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
     sch.reorder(*spatial[:-1], *reduce, spatial[-1])
+    vnni = _reads_uint8(sch, acc) and int(sch.get(spatial[-1]).extent) % 8 == 0
     for prod in sch.get_producers(acc):  # decoded weights channel-innermost, like the input
         if sch.get(prod).name_hint == "lut_decode_int":
             _try(sch.transform_layout, prod, ("write", 0), _channel_last(sch, prod))
+            if vnni:  # one weight per int32 lane: vpdpbusd multiplies it by one input byte
+                sch.unsafe_set_dtype(prod, 0, "int32")
+        _vectorize_offset(sch, prod)
     for blk in sch.get_consumers(acc):
         _try(sch.reverse_compute_at, blk, spatial[-2], preserve_unit_loops=True)
     if reduce:
-        _try(sch.decompose_reduction, acc, reduce[0])
+        init = sch.decompose_reduction(acc, reduce[0])
+        _try(sch.vectorize, sch.get_loops(init)[-1])
     for r in reduce:
         if int(sch.get(r).extent) > 1:
             sch.unroll(r)
     for blk in sch.get_consumers(acc):
         _try(sch.vectorize, sch.get_loops(blk)[-1])
+    if vnni:
+        sch.tensorize(sch.split(sch.get_loops(acc)[-1], factors=[None, 8])[1], VNNI_DEPTHWISE)
     return True
 
 
@@ -263,6 +270,43 @@ def _dot_8x4(cols: bool):
 TensorIntrin.register(VNNI_DOT, *_dot_8x4(cols=False), override=True)
 TensorIntrin.register(VNNI_DOT_COLS, *_dot_8x4(cols=True), override=True)
 
+VNNI_DEPTHWISE = "tvmq_mac_8_u8i8_vnni"
+"""TensorIntrin: 8 channels += their uint8 input x int8 weight (a depthwise tap), one
+``vpdpbusd`` of the zero-extended inputs and the weights held in int32 lanes: it
+multiplies and accumulates in one instruction (vpmulld + vpaddd are three)."""
+
+
+@T.prim_func(s_tir=True)
+def _mac_8_desc(a: T.Buffer((8,), "uint8", offset_factor=1),
+                b: T.Buffer((8,), "int32", offset_factor=1),
+                c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:8], b[0:8])
+        T.writes(c[0:8])
+        for i in range(8):
+            with T.sblock("update"):
+                vi = T.axis.spatial(8, i)
+                # b holds int8 values in int32 (the weights, sign-extended at decode)
+                c[vi] = c[vi] + T.cast(a[vi], "int32") * T.cast(T.cast(b[vi], "int8"), "int32")
+
+
+@T.prim_func(s_tir=True)
+def _mac_8_vnni(a: T.Buffer((8,), "uint8", offset_factor=1),
+                b: T.Buffer((8,), "int32", offset_factor=1),
+                c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:8], b[0:8])
+        T.writes(c[0:8])
+        # lane = (x, 0, 0, 0) . (w, sign, sign, sign) = x * w
+        c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+            "int32x8", "llvm.x86.avx512.vpdpbusd.256", c.vload([0], "int32x8"),
+            T.reinterpret(_VNNI_OPERAND, T.Cast("int32x8", a.vload([0], "uint8x8"))),
+            T.reinterpret(_VNNI_OPERAND, b.vload([0], "int32x8")),
+        )  # fmt: skip
+
+
+TensorIntrin.register(VNNI_DEPTHWISE, _mac_8_desc, _mac_8_vnni, override=True)
+
 
 def _reads_as(sch: Schedule, block, buffer_name: str) -> list | None:
     """The index expressions ``block`` reads buffer ``buffer_name`` at (one point each)."""
@@ -356,10 +400,16 @@ def _reads_uint8(sch: Schedule, block) -> bool:
 
 
 def _vectorize_offset(sch: Schedule, block) -> None:
-    """The ``lut_to_uint8`` stage (directly or under a pad) as one vectorized loop."""
-    for blk in [block, *sch.get_producers(block)]:
-        if sch.get(blk).name_hint == "lut_to_uint8":
-            _try(lambda: sch.vectorize(sch.split(sch.fuse(*sch.get_loops(blk)), [None, 32])[1]))
+    """The ``lut_to_uint8`` stage (``block`` or its producer) as one vectorized loop; under
+    a pad, inlined into it, the pad vectorized along its innermost (channel) axis."""
+    name = sch.get(block).name_hint
+    if name == "lut_to_uint8":
+        _try(lambda: sch.vectorize(sch.split(sch.fuse(*sch.get_loops(block)), [None, 32])[1]))
+    elif name.startswith("pad"):
+        for blk in sch.get_producers(block):
+            if sch.get(blk).name_hint == "lut_to_uint8":
+                _try(sch.compute_inline, blk)
+                _try(sch.vectorize, sch.get_loops(block)[-1])
 
 
 def _split_o(sch: Schedule, loop):

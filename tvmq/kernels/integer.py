@@ -326,8 +326,8 @@ def _to_uint8(q, spec: LutWeight, x_zero: int, c_pos: int, groups: int, kernel_l
     extra = (-n_in) % VNNI_INPUTS
     if groups != 1 or (n_in == 1 and width % VNNI_INPUTS == 0):
         extra = 0
-    shape = list(q.shape)
-    shape[c_pos] = n_in + extra
+    shape = list(q.shape)  # (the input's channels: n_in per group)
+    shape[c_pos] = shape[c_pos] + extra
 
     def code(*i):
         value = (q(*i).astype("int32") + UNSIGNED_OFFSET).astype("uint8")
