@@ -31,8 +31,8 @@ def _schedule_integer_kernels(target=None) -> tvm.transform.Pass:
     """The integer LUT kernels' schedule (:mod:`tvmq.backend.schedule`): decoding each
     output channel's weights once instead of once per multiply-accumulate pays on any CPU,
     not only on an MCU; on a host CPU depthwise convs vectorize across channels, on AVX2
-    regular convs accumulate 8 channels per ``vpmaddwd`` (:func:`tvmq.backend.schedule.
-    schedule_isa`)."""
+    regular convs accumulate 8 channels per ``vpmaddwd``, on AVX-VNNI every conv uses
+    ``vpdpbusd`` (:func:`tvmq.backend.schedule.schedule_isa`)."""
     from .backend.schedule import schedule_isa, schedule_mcu
 
     isa = schedule_isa(target)

@@ -115,7 +115,8 @@ def _schedule_acc(sch: Schedule, acc, isa: str = "mcu") -> None:
 
 def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
     """A depthwise conv for a CPU with vector units: pixels outer, the (channels-last)
-    channel loop innermost, so LLVM vectorizes it across channels; padded input and
+    channel loop innermost, so LLVM vectorizes it across channels (with uint8 inputs, one
+    :data:`VNNI_DEPTHWISE` per 8 channels and tap); padded input and
     decoded weights computed once, the window unrolled, the epilogue per pixel. (The MCU
     schedule walks one channel at a time: right for a scalar core, 1.9x slower here on the
     KWS depthwise layers.) False, nothing changed, unless channels are the last axis."""
@@ -328,10 +329,12 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
     (the MCU schedule's per-channel dot products leave one horizontal sum per output;
     blocking 2-5 pixels per weight load measured slower: each pixel's input pair costs
     three port-5 shuffles to broadcast). With one input channel (a first layer) the pairs
-    are neighbouring kernel columns instead. False, nothing changed, unless the kernel has
-    that shape (weights read at one point per (o, kh, kw, c), any axis order; an even
-    input channel count or one channel and an even kernel width; output channels a
-    multiple of 8).
+    are neighbouring kernel columns instead. A kernel with uint8 inputs (legalized with
+    ``unsigned_inputs``, for AVX-VNNI) takes 4 inputs per ``vpdpbusd`` instead
+    (:data:`VNNI_DOT`), its weights int8 in ``(kh, kw, c/4, o, c%4)``. False, nothing
+    changed, unless the kernel has that shape (weights read at one point per (o, kh, kw,
+    c), any axis order; input channels a multiple of 2 (4), or one channel and a kernel
+    width that is; output channels a multiple of 8).
     """
     block = sch.get(acc)
     loops = sch.get_loops(acc)
@@ -519,7 +522,7 @@ def schedule_mcu(mod: tvm.IRModule, isa: str = "mcu") -> tvm.IRModule:
 def schedule_host(mod: tvm.IRModule, target=None) -> tvm.IRModule:
     """The schedule for a host build for ``target`` (default: this CPU): the MCU one,
     except depthwise convs, which vectorize across channels (:func:`_depthwise_for_vectors`),
-    and on AVX2 the regular convs (:func:`_conv_for_avx2`)."""
+    and on AVX2 / AVX-VNNI the regular convs (:func:`_conv_for_avx2`)."""
     if target is None:
         from ..targets import host_llvm
 
