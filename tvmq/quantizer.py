@@ -173,7 +173,10 @@ class QuantizedModel:
             # Float and fake-quant modules take TVM's default pipeline; the LUT module must
             # not constant-fold (see tvmq.pipeline).
             pipeline = lut_pipeline(target, tuning) if kind == "lut" else "default"
-            exe = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+            # the LUT model's VM program compiled to native code ("compiled"): no bytecode
+            # interpreter between the kernels (KWS on the host: 46.4 -> 44.6 us)
+            exe = relax.build(mod, target=target, relax_pipeline=pipeline,
+                              exec_mode="compiled" if kind == "lut" else "bytecode")  # fmt: skip
             self._vms[key] = relax.VirtualMachine(exe, tvm.cpu())
         return self._vms[key]
 
