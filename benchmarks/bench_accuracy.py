@@ -319,6 +319,25 @@ def _line(r: dict) -> str:
     )
 
 
+def partial_markdown(saved: dict) -> str:
+    """:func:`markdown` of an ``accuracy.partial.json`` (a grid stopped part way): the
+    finished models, then the rows measured so far of the unfinished one."""
+    text = markdown(saved)
+    part = saved.get("partial")
+    if not part or not part.get("rows"):
+        return text
+    total = len(_grid(saved.get("fast", False)))
+    lines = [
+        f"## {part['model']} (unfinished: {len(part['rows'])} of {total} grid rows)",
+        "",
+        "| scheme | W | A | PTQ | accuracy % | drop | weight KiB | bits/weight |",
+        "|---|---|---|---|---|---|---|---|",
+        *[_line(r) for r in part["rows"]],
+        "",
+    ]
+    return text + "\n".join(lines)
+
+
 def markdown(results: dict) -> str:
     lines = ["# Post-training quantization accuracy (top-1, TVM LUT kernels on the host)", ""]
     lines += [

@@ -61,3 +61,15 @@ def test_goals_markdown_marks_each_goal():
     assert "| fmnist_res8 | 2/2 | A | +6.00 ± 0.57 | <= 5.0 | no | 4.20 |" in md
     assert "| fmnist_res8 | 2/2 | 8 | +5.00 ± 0.57 | <= 5.0 | yes | 4.20 |" in md
     assert b.goal_rows(["fmnist_res8", "imu_cnn1d"]) == 3 * 2 + 2  # each also with input 8
+
+
+def test_partial_markdown_shows_the_unfinished_models_rows():
+    """A grid stopped part way (``accuracy.partial.json``) still reads as a report: the
+    finished models' tables, then the rows measured of the unfinished one, counted."""
+    rows = [_row("uniform", 8, 8, False, 0.92), _row("kmeans", 4, 4, True, 0.915)]
+    saved = {"fast": False, "ptq": b.PTQ_ON, "models": {},
+             "partial": {"model": "fmnist_dscnn", "rows": rows}}  # fmt: skip
+    text = b.partial_markdown(saved)
+    assert f"## fmnist_dscnn (unfinished: 2 of {len(b.GRID)} grid rows)" in text
+    assert "| kmeans | 4 | 4 | yes | 91.50 | +1.50 ± 0.57 | 4.0 | 4.20 |" in text
+    assert b.partial_markdown({**saved, "partial": None}) == b.markdown(saved)

@@ -226,13 +226,21 @@ def test_host_depthwise_schedule_vectorizes_channels_and_keeps_results(kws_w4a8)
         decoded = "lut_decode_int = T.sblock_alloc_buffer((T.int64(3), T.int64(3), T.int64(1), "
         decoded += "T.int64(64))"
         assert (decoded in prim.script()) == host
-        lib = tvm.compile(tvm.IRModule({"k": prim}), target=host_llvm())
-        out = np.zeros([int(n) for n in prim.params[-1].shape], str(prim.params[-1].dtype))
-        args = [tvm.runtime.tensor(a) for a in (x.astype(np.int8), *consts, out)]
-        lib.mod["k"](*args)
-        outs.append(args[-1].numpy())
+        outs.append(_run_kernel(prim, x, consts))
     np.testing.assert_array_equal(outs[0], outs[1])
     assert np.unique(outs[0]).size > 10
+
+
+def _run_kernel(prim, x, consts) -> np.ndarray:
+    """The output of kernel ``prim`` (built for this host) on int8 codes ``x`` and the
+    layer's constant arguments ``consts``."""
+    from tvmq.targets import host_llvm
+
+    lib = tvm.compile(tvm.IRModule({"k": prim}), target=host_llvm())
+    out = np.zeros([int(n) for n in prim.params[-1].shape], str(prim.params[-1].dtype))
+    args = [tvm.runtime.tensor(a) for a in (x.astype(np.int8), *consts, out)]
+    lib.mod["k"](*args)
+    return args[-1].numpy()
 
 
 def _kernel_call(fused, name):
@@ -257,7 +265,6 @@ def test_avx2_schedule_tensorizes_the_regular_convs_and_keeps_results(kws_w4a8):
     pairs and sign-extended to int16 when decoded; outputs equal the MCU schedule's bit
     for bit (measured: KWS kernel sum 115 -> 39 us, TE's default 128 us)."""
     from tvmq.backend.schedule import schedule_primfunc
-    from tvmq.targets import host_llvm
 
     fused = kws_w4a8.fused()
     regular = [
@@ -276,11 +283,7 @@ def test_avx2_schedule_tensorizes_the_regular_convs_and_keeps_results(kws_w4a8):
         for isa in ("mcu", "avx2"):
             prim = schedule_primfunc(fused[name], isa).with_attr("global_symbol", "k")
             assert ("llvm.x86.avx2.pmadd.wd" in prim.script()) == (isa == "avx2"), name
-            lib = tvm.compile(tvm.IRModule({"k": prim}), target=host_llvm())
-            out = np.zeros([int(n) for n in prim.params[-1].shape], str(prim.params[-1].dtype))
-            args = [tvm.runtime.tensor(a) for a in (x.astype(np.int8), *consts, out)]
-            lib.mod["k"](*args)
-            outs.append(args[-1].numpy())
+            outs.append(_run_kernel(prim, x, consts))
         np.testing.assert_array_equal(outs[0], outs[1], err_msg=name)
         assert np.unique(outs[0]).size > 3, name
 
@@ -307,7 +310,6 @@ def _vnni_kernels_equal_int8_kernels(qm, n_regular: int) -> list[str]:
     scheduled for AVX-VNNI gives the int8 kernel's output (MCU schedule) bit for bit on
     the same random int8 codes; returns the regular convs' names."""
     from tvmq.backend.schedule import schedule_primfunc
-    from tvmq.targets import host_llvm
 
     signed, unsigned = qm.fused(False), qm.fused(True)
     names = _regular_convs(unsigned)
@@ -329,11 +331,7 @@ def _vnni_kernels_equal_int8_kernels(qm, n_regular: int) -> list[str]:
             prim = schedule_primfunc(fused[name], isa).with_attr("global_symbol", "k")
             assert ("vpdpbusd" in prim.script()) == (isa == "avxvnni"), name
             consts = [a.value.numpy() for a in _kernel_call(fused, name).args[1].fields[1:]]
-            lib = tvm.compile(tvm.IRModule({"k": prim}), target=host_llvm())
-            out = np.zeros([int(n) for n in prim.params[-1].shape], str(prim.params[-1].dtype))
-            args = [tvm.runtime.tensor(a) for a in (x.astype(np.int8), *consts, out)]
-            lib.mod["k"](*args)
-            outs.append(args[-1].numpy())
+            outs.append(_run_kernel(prim, x, consts))
         np.testing.assert_array_equal(outs[0], outs[1], err_msg=name)
         assert np.unique(outs[0]).size > 3, name
     return names

@@ -156,120 +156,90 @@ AVX2_DOT_COLS = "tvmq_dot_8x2_i8_avx2_cols"
 the pair is read as a ``(2, 1)`` region."""
 
 
-def _dot_8x2(cols: bool):
-    """(description, AVX2 implementation) of :data:`AVX2_DOT` (``cols``: of
-    :data:`AVX2_DOT_COLS`, the input pair a ``(2, 1)`` region). The ``if cols`` branches
-    are chosen when TVMScript parses the functions."""
-    a_shape = (2, 1) if cols else (2,)
+# LLVM 21 retyped the VNNI intrinsics' byte operands from <8 x i32> to <32 x i8>
+_VNNI_OPERAND = "int8x32" if tvm.target.codegen.llvm_version_major() >= 21 else "int32x8"
+
+
+def _dot_8xk(k: int, cols: bool):
+    """(description, implementation) of 8 output channels += ``k`` inputs x their 8 x k
+    weights: ``k = 2`` is :data:`AVX2_DOT` (int8 inputs, weights int8 held in int16, one
+    ``vpmaddwd``), ``k = 4`` :data:`VNNI_DOT` (uint8 inputs, int8 weights, one
+    ``vpdpbusd``); ``cols``: the inputs a ``(k, 1)`` region (kernel columns of a
+    one-channel input). The ``if`` branches are chosen when TVMScript parses the
+    functions."""
+    a_shape = (k, 1) if cols else (k,)
+    a_dtype, b_dtype = ("int8", "int16") if k == 2 else ("uint8", "int8")
 
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer(a_shape, "int8", offset_factor=1),
-             b: T.Buffer((8, 2), "int16", offset_factor=1),
+    def desc(a: T.Buffer(a_shape, a_dtype, offset_factor=1),
+             b: T.Buffer((8, k), b_dtype, offset_factor=1),
              c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
         with T.sblock("root"):
             if cols:
-                T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
+                T.reads(c[0:8], a[0:k, 0:1], b[0:8, 0:k])
             else:
-                T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+                T.reads(c[0:8], a[0:k], b[0:8, 0:k])
             T.writes(c[0:8])
-            for i, k in T.grid(8, 2):
+            for i, j in T.grid(8, k):
                 with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    # b holds int8 values in int16 (the weights, sign-extended at decode)
-                    if cols:
-                        c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(
-                            T.cast(b[vi, vk], "int8"), "int32"
+                    vi, vj = T.axis.remap("SR", [i, j])
+                    # (k = 2: b holds int8 values in int16, sign-extended at decode)
+                    if cols and k == 2:
+                        c[vi] = c[vi] + T.cast(a[vj, 0], "int32") * T.cast(
+                            T.cast(b[vi, vj], "int8"), "int32"
                         )
+                    elif k == 2:
+                        c[vi] = c[vi] + T.cast(a[vj], "int32") * T.cast(
+                            T.cast(b[vi, vj], "int8"), "int32"
+                        )
+                    elif cols:
+                        c[vi] = c[vi] + T.cast(a[vj, 0], "int32") * T.cast(b[vi, vj], "int32")
                     else:
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(
-                            T.cast(b[vi, vk], "int8"), "int32"
-                        )
+                        c[vi] = c[vi] + T.cast(a[vj], "int32") * T.cast(b[vi, vj], "int32")
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer(a_shape, "int8", offset_factor=1),
-             b: T.Buffer((8, 2), "int16", offset_factor=1),
+    def impl(a: T.Buffer(a_shape, a_dtype, offset_factor=1),
+             b: T.Buffer((8, k), b_dtype, offset_factor=1),
              c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
         with T.sblock("root"):
             if cols:
-                T.reads(c[0:8], a[0:2, 0:1], b[0:8, 0:2])
+                T.reads(c[0:8], a[0:k, 0:1], b[0:8, 0:k])
             else:
-                T.reads(c[0:8], a[0:2], b[0:8, 0:2])
+                T.reads(c[0:8], a[0:k], b[0:8, 0:k])
             T.writes(c[0:8])
-            if cols:
+            if k == 2 and cols:
                 pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0, 0], "int8x2")))
-            else:
+            elif k == 2:
                 pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0], "int8x2")))
-            x = T.reinterpret("int16x16", T.broadcast(pair, 8))
-            w = b.vload([0, 0], "int16x16")
-            c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-                "int32x8", "llvm.x86.avx2.pmadd.wd", x, w
-            )
+            elif cols:
+                quad = T.reinterpret("int32", a.vload([0, 0], "uint8x4"))
+            else:
+                quad = T.reinterpret("int32", a.vload([0], "uint8x4"))
+            if k == 2:
+                c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+                    "int32x8", "llvm.x86.avx2.pmadd.wd",
+                    T.reinterpret("int16x16", T.broadcast(pair, 8)), b.vload([0, 0], "int16x16"),
+                )  # fmt: skip
+            else:
+                c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                    "int32x8", "llvm.x86.avx512.vpdpbusd.256", c.vload([0], "int32x8"),
+                    T.reinterpret(_VNNI_OPERAND, T.broadcast(quad, 8)),
+                    T.reinterpret(_VNNI_OPERAND, b.vload([0, 0], "int8x32")),
+                )  # fmt: skip
 
     return desc, impl
 
 
-TensorIntrin.register(AVX2_DOT, *_dot_8x2(cols=False), override=True)
-TensorIntrin.register(AVX2_DOT_COLS, *_dot_8x2(cols=True), override=True)
+TensorIntrin.register(AVX2_DOT, *_dot_8xk(2, cols=False), override=True)
+TensorIntrin.register(AVX2_DOT_COLS, *_dot_8xk(2, cols=True), override=True)
 
 VNNI_DOT = "tvmq_dot_8x4_u8i8_vnni"
 """TensorIntrin: 8 output channels += 4 uint8 inputs x their 8 x 4 int8 weights into int32,
 one AVX-VNNI ``vpdpbusd`` (the kernels of :func:`unsigned_inputs_for` read uint8)."""
 VNNI_DOT_COLS = "tvmq_dot_8x4_u8i8_vnni_cols"
 """:data:`VNNI_DOT` for four neighbouring kernel columns of a one-channel input."""
-
-
-# LLVM 21 retyped the VNNI intrinsics' byte operands from <8 x i32> to <32 x i8>
-_VNNI_OPERAND = "int8x32" if tvm.target.codegen.llvm_version_major() >= 21 else "int32x8"
-
-
-def _dot_8x4(cols: bool):
-    """(description, AVX-VNNI implementation) of :data:`VNNI_DOT` (``cols``: of
-    :data:`VNNI_DOT_COLS`, the four inputs a ``(4, 1)`` region)."""
-    a_shape = (4, 1) if cols else (4,)
-
-    @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer(a_shape, "uint8", offset_factor=1),
-             b: T.Buffer((8, 4), "int8", offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-        with T.sblock("root"):
-            if cols:
-                T.reads(c[0:8], a[0:4, 0:1], b[0:8, 0:4])
-            else:
-                T.reads(c[0:8], a[0:4], b[0:8, 0:4])
-            T.writes(c[0:8])
-            for i, k in T.grid(8, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    if cols:
-                        c[vi] = c[vi] + T.cast(a[vk, 0], "int32") * T.cast(b[vi, vk], "int32")
-                    else:
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
-
-    @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer(a_shape, "uint8", offset_factor=1),
-             b: T.Buffer((8, 4), "int8", offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-        with T.sblock("root"):
-            if cols:
-                T.reads(c[0:8], a[0:4, 0:1], b[0:8, 0:4])
-            else:
-                T.reads(c[0:8], a[0:4], b[0:8, 0:4])
-            T.writes(c[0:8])
-            if cols:
-                quad = T.reinterpret("int32", a.vload([0, 0], "uint8x4"))
-            else:
-                quad = T.reinterpret("int32", a.vload([0], "uint8x4"))
-            c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                "int32x8", "llvm.x86.avx512.vpdpbusd.256", c.vload([0], "int32x8"),
-                T.reinterpret(_VNNI_OPERAND, T.broadcast(quad, 8)),
-                T.reinterpret(_VNNI_OPERAND, b.vload([0, 0], "int8x32")),
-            )  # fmt: skip
-
-    return desc, impl
-
-
-TensorIntrin.register(VNNI_DOT, *_dot_8x4(cols=False), override=True)
-TensorIntrin.register(VNNI_DOT_COLS, *_dot_8x4(cols=True), override=True)
+TensorIntrin.register(VNNI_DOT, *_dot_8xk(4, cols=False), override=True)
+TensorIntrin.register(VNNI_DOT_COLS, *_dot_8xk(4, cols=True), override=True)
 
 VNNI_DEPTHWISE = "tvmq_mac_8_u8i8_vnni"
 """TensorIntrin: 8 channels += their uint8 input x int8 weight (a depthwise tap), one
