@@ -163,15 +163,14 @@ class QuantizedModel:
         )
 
     def _vm(self, kind: str, target):
-        import tvm
-        from tvm import relax
-
-        from .pipeline import lut_pipeline
-
         tuning = getattr(self, "_tuning", None) if kind == "lut" else None
         key = (kind, str(target), tuning)
-        if key not in self._vms:
+        if key not in self._vms:  # (the imports here: run() passes by on every call)
+            import tvm
+            from tvm import relax
+
             from .backend.schedule import schedule_isa, unsigned_inputs_for
+            from .pipeline import lut_pipeline
 
             unsigned = unsigned_inputs_for(schedule_isa(tvm.target.Target(target)))
             mod = {
