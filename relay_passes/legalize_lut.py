@@ -462,6 +462,11 @@ class LegalizeLUT:
     requantize : {"float", "fixed"}
         Integer-kernel epilogue (see the module doc and
         :class:`tvmq.config.ActivationConfig`).
+    unsigned_inputs : bool
+        The channels-last 2-D convs take their int8 codes offset to uint8 (``+ 128``, the
+        zero point with them; same results), for an x86 host with AVX-VNNI, whose
+        ``vpdpbusd`` multiplies uint8 by int8 (:func:`tvmq.backend.schedule.
+        unsigned_inputs_for`). Never for a microcontroller: its C dot products read int8.
     """
 
     def __init__(self, requantize: str = "float", unsigned_inputs: bool = False):
