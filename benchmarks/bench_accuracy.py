@@ -21,6 +21,7 @@ of the uniform 3-bit model).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -145,22 +146,47 @@ def _model_data(name: str, fast: bool):
     return meta, x, y, calibration_set(meta["dataset"], 256), load_model(zoo.model_path(name))
 
 
-def run(out_dir: Path, fast: bool = False, progress=None, models=None) -> dict:
+def _resumed(out_dir: Path, fast: bool) -> tuple[dict, dict]:
+    """``(finished models, {model: {spec: row}})`` of the ``accuracy.partial.json`` in
+    ``out_dir`` when it was written with the same ``fast`` and PTQ settings, else empty."""
+    path = out_dir / "accuracy.partial.json"
+    if not path.exists():
+        return {}, {}
+    saved = json.loads(path.read_text())
+    if saved.get("fast") != fast or saved.get("ptq") != PTQ_ON:
+        return {}, {}
+    part = saved.get("partial") or {}
+    rows = {part["model"]: {_spec_of(r): r for r in part.get("rows", [])}} if part else {}
+    return saved.get("models", {}), rows
+
+
+def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=False) -> dict:
+    """The grid for ``models`` (default: every shipped model); ``resume``: keep the models
+    and rows of a stopped run's ``accuracy.partial.json`` (same ``fast`` and PTQ) and
+    measure only the rest."""
     results: dict = {"models": {}, "fast": fast, "ptq": PTQ_ON}
     out_dir.mkdir(parents=True, exist_ok=True)
+    finished, measured = _resumed(out_dir, fast) if resume else ({}, {})
 
     def save_partial(name, rows):  # an hours-long grid: keep what is measured if stopped
         atomic_write_json(out_dir / "accuracy.partial.json",
                           {**results, "partial": {"model": name, "rows": rows}})  # fmt: skip
 
     for name in models or zoo.available():
+        if name in finished:
+            results["models"][name] = finished[name]
+            for _ in range(total_rows(fast, [name])):
+                if progress is not None:
+                    progress()
+            continue
         meta, x, y, calib, mod = _model_data(name, fast)
         t0 = time.time()
         first = quantize(mod, QuantConfig(weight={"scheme": "uniform", "bits": 8}))
         float_acc = accuracy(first.run_float, x, y)
         rows = []
+        done = measured.get(name, {})
         for spec in _grid(fast):
-            rows.append(_row(mod, spec, calib, x, y, float_acc))
+            rows.append(done.get(spec) or _row(mod, spec, calib, x, y, float_acc))
             if progress is not None:
                 progress()
             save_partial(name, rows)

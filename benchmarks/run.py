@@ -38,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         help="accuracy benchmarks: only this shipped model (repeatable; default all)",
     )  # fmt: skip
     parser.add_argument(
+        "--resume", action="store_true",
+        help="accuracy grid: keep the models and rows of a stopped run's "
+        "accuracy.partial.json in --out and measure only the rest",
+    )  # fmt: skip
+    parser.add_argument(
         "--trials", type=int, default=None,
         help="tuning benchmark: trials per model (default 300, --fast 32)",
     )  # fmt: skip
@@ -66,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         with Progress(console=console) as bar:
             task = bar.add_task("PTQ accuracy (shipped models)", total=grid)
             acc = bench_accuracy.run(
-                args.out, args.fast, progress=lambda: bar.advance(task), models=args.zoo_models
-            )
+                args.out, args.fast, progress=lambda: bar.advance(task), models=args.zoo_models,
+                resume=args.resume,
+            )  # fmt: skip
         atomic_write_json(args.out / "accuracy.json", acc)
         atomic_write_text(args.out / "accuracy.md", bench_accuracy.markdown(acc))
         console.print(bench_accuracy.markdown(acc))

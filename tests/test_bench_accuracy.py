@@ -73,3 +73,32 @@ def test_partial_markdown_shows_the_unfinished_models_rows():
     assert f"## fmnist_dscnn (unfinished: 2 of {len(b.GRID)} grid rows)" in text
     assert "| kmeans | 4 | 4 | yes | 91.50 | +1.50 ± 0.57 | 4.0 | 4.20 |" in text
     assert b.partial_markdown({**saved, "partial": None}) == b.markdown(saved)
+
+
+def test_resume_keeps_what_a_stopped_grid_measured(tmp_path, monkeypatch):
+    """``run(resume=True)`` takes the finished models and the measured rows of a stopped
+    run's ``accuracy.partial.json`` (same settings) and measures only the missing rows;
+    a file written with other settings is ignored."""
+    import json
+
+    measured = []
+
+    def fake_row(mod, spec, *args, **kwargs):  # the grid's rows cost minutes each
+        measured.append(spec)
+        return _row(*spec[:4], 0.9, spec[4])
+
+    monkeypatch.setattr(b, "_row", fake_row)
+    monkeypatch.setattr(b, "calibration_draws", lambda *a: None)
+    monkeypatch.setattr(b, "plot", lambda *a: None)
+    kept = [_row(*spec[:4], 0.5, spec[4]) for spec in b.GRID_FAST[:3]]
+    saved = {"fast": True, "ptq": b.PTQ_ON, "models": {},
+             "partial": {"model": "imu_cnn1d", "rows": kept}}  # fmt: skip
+    (tmp_path / "accuracy.partial.json").write_text(json.dumps(saved))
+    res = b.run(tmp_path, fast=True, models=["imu_cnn1d"], resume=True)
+    rows = res["models"]["imu_cnn1d"]["rows"]
+    assert rows[:3] == kept and all(r["accuracy"] == 0.9 for r in rows[3:])
+    assert [s for s in measured if s in b.GRID_FAST] == b.GRID_FAST[3:]
+    (tmp_path / "accuracy.partial.json").write_text(json.dumps({**saved, "fast": False}))
+    measured.clear()
+    b.run(tmp_path, fast=True, models=["imu_cnn1d"], resume=True)
+    assert [s for s in measured if s in b.GRID_FAST] == b.GRID_FAST
