@@ -172,9 +172,10 @@ class QuantizedModel:
             from .backend.schedule import schedule_isa, unsigned_inputs_for
             from .pipeline import lut_pipeline
 
-            unsigned = unsigned_inputs_for(schedule_isa(tvm.target.Target(target)))
             mod = {
-                "lut": lambda: self.legalized(unsigned),
+                "lut": lambda: self.legalized(
+                    unsigned_inputs_for(schedule_isa(tvm.target.Target(target)))
+                ),
                 "sim": self.simulated,
                 "float": lambda: self.float_module,
             }[kind]()

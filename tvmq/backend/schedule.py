@@ -35,6 +35,8 @@ from tvm import tirx
 from tvm.s_tir import Schedule, ScheduleError, TensorIntrin
 from tvm.script import tirx as T
 
+from ..kernels.integer import VNNI_INPUTS
+
 ANNOTATION = "tvmq.channel_axis"
 _log = logging.getLogger(__name__)
 
@@ -183,19 +185,16 @@ def _dot_8xk(k: int, cols: bool):
             for i, j in T.grid(8, k):
                 with T.sblock("update"):
                     vi, vj = T.axis.remap("SR", [i, j])
-                    # (k = 2: b holds int8 values in int16, sign-extended at decode)
-                    if cols and k == 2:
+                    # b holds int8 values (k = 2: in int16, sign-extended at decode; the
+                    # cast to int8 is the identity for k = 4, and T.cast drops it)
+                    if cols:
                         c[vi] = c[vi] + T.cast(a[vj, 0], "int32") * T.cast(
                             T.cast(b[vi, vj], "int8"), "int32"
                         )
-                    elif k == 2:
+                    else:
                         c[vi] = c[vi] + T.cast(a[vj], "int32") * T.cast(
                             T.cast(b[vi, vj], "int8"), "int32"
                         )
-                    elif cols:
-                        c[vi] = c[vi] + T.cast(a[vj, 0], "int32") * T.cast(b[vi, vj], "int32")
-                    else:
-                        c[vi] = c[vi] + T.cast(a[vj], "int32") * T.cast(b[vi, vj], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer(a_shape, a_dtype, offset_factor=1),
@@ -330,7 +329,7 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
     if int(sch.get(spatial[3]).extent) % 8:
         return False
     vnni = _reads_uint8(sch, acc)  # an unsigned_inputs kernel: vpdpbusd, 4 inputs a time
-    step = 4 if vnni else 2
+    step = VNNI_INPUTS if vnni else 2
     if int(sch.get(rc).extent) % step == 0:  # pairs (quads) of input channels
         sch.transform_layout(decode, ("write", 0), lambda *i: (
             i[ph], i[pw], i[pc] // step, i[po], i[pc] % step))  # fmt: skip
