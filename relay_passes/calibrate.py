@@ -24,7 +24,7 @@ from tvm.relax import PyExprMutator, PyExprVisitor, expr_functor
 
 from tvmq.config import ActivationConfig
 from tvmq.errors import DataError
-from tvmq.kernels import qrange
+from tvmq.kernels import fit_levels, qrange, quantize_reference, snap_table
 from tvmq.ops import DEQUANTIZE_OP, QUANTIZE_OP, act_params, dequantize, is_op, quantize
 from tvmq.schemes.uniform import UniformConfig, uniform_grid
 from tvmq.targets import host_llvm
@@ -130,7 +130,7 @@ class _Stats:
             x = self.rng.choice(x, 20_000, replace=False)
         self.samples.append(x)
 
-    def params(self, bits: int, cfg: ActivationConfig) -> tuple[float, int]:
+    def params(self, bits: int, cfg: ActivationConfig) -> tuple[float, int, np.ndarray | None]:
         sample = np.concatenate(self.samples)
         if sample.size > MAX_SAMPLES:
             sample = self.rng.choice(sample, MAX_SAMPLES, replace=False)
@@ -145,8 +145,21 @@ class _Stats:
                 hi = float(np.percentile(sample, cfg.percentile))
             _, scale, zero = uniform_grid(min(lo, 0.0), max(hi, 0.0), bits, symmetric=False)
         if scale <= 0:  # an all-zero tensor: any scale represents it exactly
-            return 1.0, 0
-        return float(np.float32(scale)), int(zero) + qmin
+            return 1.0, 0, None
+        scale, zero = float(np.float32(scale)), int(zero) + qmin
+        if cfg.scheme != "kmeans" or bits >= 8:
+            return scale, zero, None
+        return self._levels(sample, bits, scale, zero)
+
+    def _levels(self, sample, bits: int, scale: float, zero: int):
+        """The 8-bit grid over the min-max range and the snap table of ``2**bits`` Lloyd-Max
+        levels on it, started from the uniform ``(scale, zero)`` quantizer's levels."""
+        _, s8, z8 = uniform_grid(min(self.lo, 0.0), max(self.hi, 0.0), 8, symmetric=False)
+        s8, z8 = float(np.float32(s8)), int(z8) - 128
+        qmin, qmax = qrange(bits)
+        init = (np.arange(qmin, qmax + 1) - zero) * scale / s8 + z8
+        codes = quantize_reference(sample.astype(np.float32), s8, z8, 8)
+        return s8, z8, snap_table(fit_levels(codes, z8, 1 << bits, init))
 
 
 @expr_functor.mutator
@@ -158,12 +171,12 @@ class _SetRanges(PyExprMutator):
     def visit_call_(self, call):
         new = super().visit_call_(call)
         if is_op(call, QUANTIZE_OP) and call in self.ranges:
-            scale, zero = self.ranges[call]
-            return quantize(new.args[0], scale, zero, act_params(call)[2])
+            scale, zero, snap = self.ranges[call]
+            return quantize(new.args[0], scale, zero, act_params(call)[2], snap)
         if is_op(call, DEQUANTIZE_OP):
             src = self.bound.get(call.args[0])
             if src is not None and src in self.ranges:
-                scale, zero = self.ranges[src]
+                scale, zero, _ = self.ranges[src]
                 return dequantize(new.args[0], scale, zero)
         return new
 
@@ -215,12 +228,12 @@ def calibrate(
     for outs in run_samples(smod, data, mod["main"].params):
         for i, s in enumerate(stats):
             s.add(outs[i + 1].numpy())
-    ranges = [s.params(act_params(c)[2], config) for s, c in zip(stats, sites)]
-    rewriter = _SetRanges(mod, dict(zip(sites, ranges)), bound)
+    fitted = [s.params(act_params(c)[2], config) for s, c in zip(stats, sites)]
+    rewriter = _SetRanges(mod, dict(zip(sites, fitted)), bound)
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get(), ranges
+    return rewriter.builder_.get(), [(scale, zero) for scale, zero, _ in fitted]
 
 
 @tvm.transform.module_pass(opt_level=0, name="Calibrate")

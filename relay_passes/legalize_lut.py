@@ -32,6 +32,7 @@ from tvmq.kernels import (
     INPLACE_ATTR,
     UNSIGNED_OFFSET,
     ZP_FOLDED,
+    code_range,
     int_level_table,
     kernel_requant,
     lut_conv_compute,
@@ -40,7 +41,6 @@ from tvmq.kernels import (
     lut_matmul_compute,
     lut_matmul_int_compute,
     out_scales,
-    qrange,
     quantize_multiplier,
     residual_multiplier,
     shared_table,
@@ -293,14 +293,22 @@ class _Legalizer(PyExprMutator):
             return None
         s_out, z_out, bits = act_params(quant)
         args = [q, decode.args[0], table, oscale, zps, relax.const(b.astype(np.float32), "float32")]
+        snapped = len(quant.args) > 4
+        if snapped:
+            args.append(quant.args[4])
         res = None
         if residual is not None:
             args.append(self.visit_expr(residual.args[0]))
             res = (prim_float(residual.args[1]), prim_int(residual.args[2]))
+
+        def split(rest):  # (snap table or None, residual tensor or None)
+            snap, rest = (rest[0], rest[1:]) if snapped else (None, rest)
+            return snap, ((rest[0], *res) if rest else None)
+
         codes = self.builder_.call_te(
-            lambda a, p, t, o, z, bb, *r: lut_conv_int_avgpool_compute(
+            lambda a, p, t, o, z, bb, *rest: lut_conv_int_avgpool_compute(
                 a, p, t, o, bb, spec, x_zero=x_zero, zp_sums=z, act=act, out_scale=s_out,
-                out_zero=z_out, bits=bits, residual=(r[0], *res) if r else None, **kw,
+                out_zero=z_out, bits=bits, residual=split(rest)[1], snap=split(rest)[0], **kw,
             ),
             *args,
             primfunc_name_hint="lut_conv_int_avgpool",
@@ -335,7 +343,8 @@ class _Legalizer(PyExprMutator):
                 return None  # not a per-channel bias
             bias_vec = bias.reshape(-1).astype(np.float64)
         s_out, z_out, bits = act_params(quant)
-        lo, hi = qrange(bits)
+        snapped = len(quant.args) > 4  # a non-uniform quantizer: clamp to 8 bits, then snap
+        lo, hi = code_range(bits, snapped)
         if act is not None:
             lo = max(lo, z_out)
         if act == "relu6":
@@ -353,6 +362,8 @@ class _Legalizer(PyExprMutator):
             relax.const(mult, "int32"),
             relax.const(shift, "int32"),
         ]
+        if snapped:
+            consts.append(quant.args[4])
         req = (z_out, lo, hi, high_word)
         attrs, name, res = _OUT_EWISE, "", None
         if residual is not None:
@@ -365,14 +376,18 @@ class _Legalizer(PyExprMutator):
             # out[i] depends on residual[i] only: the output may overwrite the residual
             attrs, name = {**_OUT_EWISE, INPLACE_ATTR: 3 + len(consts) - 2}, "_residual"
 
-        def residual_of(r):
+        def requant(b, m, s, rest):
+            return (b, m, s, *req, *rest[:1]) if snapped else (b, m, s, *req)
+
+        def residual_of(rest):
+            r = rest[1:] if snapped else rest
             return (r[0], res[0], r[1], res[1]) if r else None
 
         if kw is None:
             return self.builder_.call_te(
                 lambda a, p, t, b, m, s, *r: lut_matmul_int_compute(
                     a, p, t, None, spec, x_zero=x_zero, transposed=transposed,
-                    requant=(b, m, s, *req), zp_sums=ZP_FOLDED, residual=residual_of(r),
+                    requant=requant(b, m, s, r), zp_sums=ZP_FOLDED, residual=residual_of(r),
                 ),
                 q, decode.args[0], table, *consts,
                 primfunc_name_hint="lut_matmul_int_requant" + name,
@@ -380,8 +395,8 @@ class _Legalizer(PyExprMutator):
             )  # fmt: skip
         return self.builder_.call_te(
             lambda a, p, t, b, m, s, *r: lut_conv_int_compute(
-                a, p, t, None, spec, x_zero=x_zero, requant=(b, m, s, *req), zp_sums=ZP_FOLDED,
-                residual=residual_of(r), **kw,
+                a, p, t, None, spec, x_zero=x_zero, requant=requant(b, m, s, r),
+                zp_sums=ZP_FOLDED, residual=residual_of(r), **kw,
             ),
             q, decode.args[0], table, *consts,
             primfunc_name_hint="lut_conv_int_requant" + name,

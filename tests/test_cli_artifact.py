@@ -11,6 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 from test_cli import run
 from test_quantize_e2e import onnx_model
 
+import tvmq
+
 
 def template_mlp() -> onnx.ModelProto:
     """A 784-10-10 Fashion-MNIST classifier without training: layer 1 is the nearest class
@@ -241,3 +243,26 @@ def test_tune_on_qemu_then_deploy_the_tuned_c(conv_artifact, tmp_path):
     assert dep["top1_agreement_with_host"] == 1.0 and dep["max_abs_diff_vs_host"] == 0.0
     r = run("tune", str(d / "m.tvmq"), "--target", "qemu:esp32", "--db", str(db))
     assert r.returncode == 1 and "known boards" in r.stderr
+
+
+def test_quantize_with_kmeans_activation_levels(tmp_path):
+    """``--activation-levels kmeans`` stores snap tables in the artifact, which runs from
+    them as it was quantized."""
+    from relay_passes.calibrate import _quantize_sites
+    from tvmq.ops import act_snap
+
+    onnx.save(onnx_model(), tmp_path / "m.onnx")
+    calib = np.random.default_rng(0).standard_normal((16, 1, 3, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", calib)
+    r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans-a4",
+            "--activation-levels", "kmeans", "--calib", str(tmp_path / "calib.npy"),
+            "-o", str(tmp_path / "m.tvmq"), "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["config"]["activation"]["scheme"] == "kmeans"
+    qm = tvmq.load_artifact(tmp_path / "m.tvmq")
+    snaps = [act_snap(s) for s in _quantize_sites(qm.annotated["main"])[0]]
+    assert snaps and all(s is not None and len(np.unique(s)) <= 16 for s in snaps)
+    r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans",
+            "--activation-levels", "kmeans", "-o", str(tmp_path / "x.tvmq"))  # fmt: skip
+    assert r.returncode == 1 and "--activation-levels needs" in r.stderr
+    assert not (tmp_path / "x.tvmq").exists()

@@ -203,6 +203,15 @@ def _config_from_args(args):
         if cfg.activation is None:
             raise TvmqError("--fixed-point needs a config with activations (e.g. w4-kmeans-a8)")
         cfg = fixed_point(cfg)
+    levels = getattr(args, "activation_levels", None)
+    if levels:
+        if cfg.activation is None:
+            raise TvmqError(
+                "--activation-levels needs a config with activations (e.g. w4-kmeans-a4)"
+            )
+        cfg = dataclasses.replace(
+            cfg, activation=dataclasses.replace(cfg.activation, scheme=levels)
+        )
     changes = {}
     ptq = dict(PTQ_PIPELINE) if getattr(args, "ptq", False) else {}
     if getattr(args, "layerwise", False):
@@ -241,6 +250,7 @@ def _quantized(args, default_layout: str | None = "keep"):
             for opt, value in (
                 ("--config", args.config),
                 ("--fixed-point", args.fixed_point),
+                ("--activation-levels", getattr(args, "activation_levels", None)),
                 ("--ptq", getattr(args, "ptq", False)),
                 ("--cle", getattr(args, "cle", False)),
                 ("--layerwise", getattr(args, "layerwise", False)),
@@ -742,6 +752,11 @@ def _model_options(p: argparse.ArgumentParser, calib_samples: int, artifact: boo
     p.add_argument(
         "--fixed-point", action="store_true",
         help="integer-only epilogues (requantize in fixed point; what MCUs run fastest)",
+    )  # fmt: skip
+    p.add_argument(
+        "--activation-levels", choices=["uniform", "kmeans"], default=None,
+        help="activation levels below 8 bits: uniform (default) or kmeans (Lloyd-Max levels "
+        "on an 8-bit grid, placed where the calibration values are; same int8 storage)",
     )  # fmt: skip
     p.add_argument(
         "--calib-samples", type=int, default=calib_samples,

@@ -25,11 +25,12 @@ _GRANULARITIES = ("channel", "tensor", "group", "shared")
 
 
 _ACT_METHODS = ("minmax", "percentile", "mse")
+_ACT_SCHEMES = ("uniform", "kmeans")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ActivationConfig:
-    """Uniform activation quantization of the inputs of quantized layers.
+    """Activation quantization of the inputs of quantized layers (per tensor).
 
     Parameters
     ----------
@@ -49,6 +50,12 @@ class ActivationConfig:
         Bits for layers that read a model input directly (the first layer), e.g. 8 with
         ``bits=2``: the raw input (pixels) is the one activation a low-bit code hurts most,
         and it is usually stored in 8 bits anyway. None: ``bits``.
+    scheme : {"uniform", "kmeans"}
+        ``"kmeans"``: below 8 bits, ``2**bits`` levels of an 8-bit grid (over the calibrated
+        min-max range) placed by Lloyd-Max on the calibration values, starting from the
+        ``method`` uniform quantizer's levels, zero kept exact. Still int8 codes of one
+        scale and zero point for the consumer; the producer snaps each code to its nearest
+        level through a 256-byte table (:mod:`tvmq.kernels.activation`).
     """
 
     bits: int = 8
@@ -56,6 +63,7 @@ class ActivationConfig:
     percentile: float = 99.99
     requantize: str = "float"
     input_bits: int | None = None
+    scheme: str = "uniform"
 
     def __post_init__(self) -> None:
         from .packing import check_bits
@@ -69,6 +77,10 @@ class ActivationConfig:
             )
         if self.requantize not in ("float", "fixed"):
             raise ConfigError(f"requantize must be 'float' or 'fixed', got {self.requantize!r}")
+        if self.scheme not in _ACT_SCHEMES:
+            raise ConfigError(
+                f"activation scheme must be one of {_ACT_SCHEMES}, got {self.scheme!r}"
+            )
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
 

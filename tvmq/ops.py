@@ -8,11 +8,15 @@
     with :func:`tvmq.kernels.lut_decode_compute`, so any annotated module runs.
     :class:`relay_passes.LegalizeLUT` instead fuses it into LUT kernels that never do.
 
-``quant.quantize(x, scale, zero_point, bits)``
+``quant.quantize(x, scale, zero_point, bits[, snap])``
     Uniform activation quantization to int8 storage:
     ``clamp(floor(x * (1 / scale) + 0.5) + zero_point, -2**(bits-1), 2**(bits-1) - 1)``,
     rounding half up with the reciprocal computed in float32, so the TE kernels and the
-    numpy reference (:func:`tvmq.kernels.quantize_reference`) agree bit for bit.
+    numpy reference (:func:`tvmq.kernels.quantize_reference`) agree bit for bit. With the
+    optional ``snap`` (an int8 constant of 256 entries) the quantizer is non-uniform: the
+    clamp is to the 8-bit range and the code is then ``snap[code + 128]``, one of
+    ``2**bits`` levels of the 8-bit grid (:mod:`tvmq.kernels.activation`); ``dequantize``
+    is unchanged.
 
 ``quant.dequantize(q, scale, zero_point)``
     ``(q - zero_point) * scale`` in float32.
@@ -61,8 +65,9 @@ def _infer_dequantize(call: relax.Call, ctx) -> relax.TensorType:
 def _legalize_quantize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     scale, zero, bits = act_params(call)
     return bb.call_te(
-        lambda x: quantize_compute(x, scale, zero, bits),
-        call.args[0],
+        lambda x, *snap: quantize_compute(x, scale, zero, bits, *snap),
+        *call.args[:1],
+        *call.args[4:],
         primfunc_name_hint="quantize",
     )
 
@@ -96,12 +101,15 @@ QUANTIZE_OP = tvm.ir.Op.get(QUANTIZE)
 DEQUANTIZE_OP = tvm.ir.Op.get(DEQUANTIZE)
 
 
-def quantize(x: relax.Expr, scale: float, zero_point: int, bits: int) -> relax.Call:
-    """A ``quant.quantize`` call (see module doc)."""
-    return relax.Call(
-        QUANTIZE_OP,
-        [x, _fprim(scale), relax.prim_value(int(zero_point)), relax.prim_value(int(bits))],
-    )
+def quantize(
+    x: relax.Expr, scale: float, zero_point: int, bits: int, snap: np.ndarray | None = None
+) -> relax.Call:
+    """A ``quant.quantize`` call (see module doc; ``snap``: the int8 table of a
+    non-uniform quantizer)."""
+    args = [x, _fprim(scale), relax.prim_value(int(zero_point)), relax.prim_value(int(bits))]
+    if snap is not None:
+        args.append(relax.const(np.asarray(snap, np.int8), "int8"))
+    return relax.Call(QUANTIZE_OP, args)
 
 
 def dequantize(q: relax.Expr, scale: float, zero_point: int) -> relax.Call:
@@ -116,6 +124,11 @@ def _fprim(value: float) -> relax.Expr:
 def act_params(call: relax.Call) -> tuple[float, int, int]:
     """``(scale, zero_point, bits)`` of a ``quant.quantize`` call."""
     return prim_float(call.args[1]), prim_int(call.args[2]), prim_int(call.args[3])
+
+
+def act_snap(call: relax.Call) -> np.ndarray | None:
+    """The snap table of a non-uniform ``quant.quantize`` call (None: uniform)."""
+    return call.args[4].value.numpy() if len(call.args) > 4 else None
 
 
 def is_op(expr: relax.Expr, op) -> bool:

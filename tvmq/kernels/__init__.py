@@ -8,11 +8,16 @@ exists only as the fallback legalization of the ``quant.lut_decode`` op.
 """
 
 from .activation import (
+    SNAP_SIZE,
+    code_range,
     dequantize_compute,
     dequantize_reference,
+    fit_levels,
     qrange,
     quantize_compute,
     quantize_reference,
+    snap_expr,
+    snap_table,
 )
 from .conv import lut_conv_compute, lut_conv_reference
 from .decode import LutWeight, lut_decode_compute, lut_decode_reference
@@ -42,11 +47,14 @@ from .requantize import (
 
 __all__ = [
     "INPLACE_ATTR",
+    "SNAP_SIZE",
     "UNSIGNED_OFFSET",
     "ZP_FOLDED",
     "LutWeight",
+    "code_range",
     "dequantize_compute",
     "dequantize_reference",
+    "fit_levels",
     "int_level_table",
     "kernel_requant",
     "lut_conv_compute",
@@ -68,7 +76,9 @@ __all__ = [
     "residual_multiplier",
     "residual_reference",
     "shared_table",
+    "snap_expr",
     "snap_levels",
+    "snap_table",
     "supports_integer",
     "zero_point_sums",
 ]

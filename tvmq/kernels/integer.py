@@ -184,8 +184,9 @@ def _zero_point_term(packed, table, spec: LutWeight, out_axis: int, x_zero: int,
 
 def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None, residual=None):
     """float32 ``acc * oscale[o]``, or int8 fixed-point requantize when ``requant`` =
-    ``(offset, mult, shift, out_zero, lo, hi, high_word)`` (the arrays and the form of
-    :func:`tvmq.kernels.requantize.kernel_requant`).
+    ``(offset, mult, shift, out_zero, lo, hi, high_word[, snap])`` (the arrays and the form
+    of :func:`tvmq.kernels.requantize.kernel_requant`; ``snap``: the table of a
+    non-uniform output quantizer).
     ``zp(o)`` is the zero-point term added to the raw accumulator first; ``residual`` =
     ``(r, res_zero, rmult, rshift)`` adds int8 codes ``r`` (the output's shape) in
     accumulator units before the requantize (:func:`residual_reference`)."""
@@ -209,11 +210,12 @@ def _epilogue(a, oscale, requant, c_pos: int, name: str, zp=None, residual=None)
 
     if requant is None:
         return te.compute(a.shape, lambda *i: a(*i).astype("float32") * oscale[i[c_pos]], name=name)
-    offset, mult, shift, out_zero, lo, hi, high_word = requant
+    offset, mult, shift, out_zero, lo, hi, high_word, *snap = requant
+    snap = snap[0] if snap else None
     return te.compute(
         a.shape,
         lambda *i: requantize_expr(
-            a(*i), i[c_pos], offset, mult, shift, out_zero, lo, hi, high_word, extra(i)
+            a(*i), i[c_pos], offset, mult, shift, out_zero, lo, hi, high_word, extra(i), snap
         ),
         name=name + "_requant",
     )
@@ -341,7 +343,7 @@ def _to_uint8(q, spec: LutWeight, x_zero: int, c_pos: int, groups: int, kernel_l
 
 def lut_conv_int_avgpool_compute(
     q, packed, table, oscale, bias, spec: LutWeight, *, x_zero: int, zp_sums, act,
-    out_scale: float, out_zero: int, bits: int, residual=None, **conv,
+    out_scale: float, out_zero: int, bits: int, residual=None, snap=None, **conv,
 ):  # fmt: skip
     """TE: ``quantize(global_avg_pool(act(conv(q) * oscale + bias)))``, one kernel.
 
@@ -351,7 +353,8 @@ def lut_conv_int_avgpool_compute(
     stored: the MCU schedule sums each channel block's pixels as they are computed.
     ``act`` is None, ``"relu"`` or ``"relu6"``; ``bias`` is a float32 TE tensor (one value
     per output channel). ``residual = (r, scale, zero)`` adds ``dequantize(r)`` (int8
-    codes of the output's shape) after the bias, as a residual ``add`` does."""
+    codes of the output's shape) after the bias, as a residual ``add`` does. ``snap``: the
+    table of a non-uniform output quantizer (:func:`quantize_compute`)."""
     import tvm
     from tvm import te
 
@@ -391,7 +394,7 @@ def lut_conv_int_avgpool_compute(
 
     total = te.compute(pshape, pool, name="pool_sum")
     avg = te.compute(pshape, lambda *i: total(*i) / count, name="pool_avg")
-    return quantize_compute(avg, out_scale, out_zero, bits)
+    return quantize_compute(avg, out_scale, out_zero, bits, snap)
 
 
 def lut_int_reference(

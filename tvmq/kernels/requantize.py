@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activation import snap_expr
+
 
 def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(mult, shift)`` with ``real ~ mult * 2**-shift`` and ``mult`` in [2**30, 2**31)."""
@@ -65,13 +67,15 @@ def kernel_requant(bias_q, mult, shift) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def requantize_expr(
     acc, o, offset, mult, shift, out_zero: int, lo: int, hi: int, high_word: bool = False,
-    extra=None,
+    extra=None, snap=None,
 ):  # fmt: skip
     """TE expression of the same arithmetic for output channel index ``o``, reading the
     arrays of :func:`kernel_requant`. ``extra`` (int32) is added to ``acc`` (a fused
     residual), written as a second multiply-accumulate: ``(acc + e) * m`` would reach the
     C compiler as an int64 sum times an int64 (TVM's simplifier distributes the casts),
-    a full 64-bit multiply on a 32-bit core instead of one ``SMLAL`` each."""
+    a full 64-bit multiply on a 32-bit core instead of one ``SMLAL`` each. ``snap``: the
+    table of a non-uniform output quantizer, read after the clamp
+    (:mod:`tvmq.kernels.activation`)."""
     import tvm
 
     m = mult[o].astype("int64")
@@ -82,8 +86,8 @@ def requantize_expr(
         r = (p >> tvm.tirx.const(32, "int64")).astype("int32") >> shift[o]
     else:
         r = (p >> shift[o].astype("int64")).astype("int32")
-    r = r + out_zero
-    return tvm.tirx.max(tvm.tirx.min(r, hi), lo).astype("int8")
+    r = tvm.tirx.max(tvm.tirx.min(r + out_zero, hi), lo)
+    return (r if snap is None else snap_expr(snap, r)).astype("int8")
 
 
 def residual_multiplier(res_scale: float, acc_scale: np.ndarray) -> tuple[np.ndarray, int] | None:
