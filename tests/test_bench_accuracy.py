@@ -56,11 +56,15 @@ def test_goals_markdown_marks_each_goal():
                {**_row("kmeans", 2, 2, True, 0.87), "goal_points": 5.0, "met": False},
                {**_row("kmeans", 2, 2, True, 0.88), "input_bits": 8, "goal_points": 5.0,
                 "met": True},
+               {**_row("kmeans", 2, 2, True, 0.89), "input_bits": 8, "act_levels": "kmeans",
+                "goal_points": 5.0, "met": True},
            ]}}}  # fmt: skip
     md = b.goals_markdown(res)
-    assert "| fmnist_res8 | 2/2 | A | +6.00 ± 0.57 | <= 5.0 | no | 4.20 |" in md
-    assert "| fmnist_res8 | 2/2 | 8 | +5.00 ± 0.57 | <= 5.0 | yes | 4.20 |" in md
-    assert b.goal_rows(["fmnist_res8", "imu_cnn1d"]) == 3 * 2 + 2  # each also with input 8
+    assert "| fmnist_res8 | 2/2 | A | uniform | +6.00 ± 0.57 | <= 5.0 | no | 4.20 |" in md
+    assert "| fmnist_res8 | 2/2 | 8 | uniform | +5.00 ± 0.57 | <= 5.0 | yes | 4.20 |" in md
+    assert "| fmnist_res8 | 2/2 | 8 | kmeans | +4.00 ± 0.57 | <= 5.0 | yes | 4.20 |" in md
+    # each goal below A8 three ways: input at A bits, input at 8, input at 8 + k-means levels
+    assert b.goal_rows(["fmnist_res8", "imu_cnn1d"]) == 3 * 3 + 3
 
 
 def test_partial_markdown_shows_the_unfinished_models_rows():
