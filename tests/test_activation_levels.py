@@ -158,3 +158,24 @@ def test_snapped_model_on_an_emulated_cortex_m4_equals_the_host(tmp_path):
     res = run_on_device(aot, x, tmp_path / "dev", "mps2-an386")
     np.testing.assert_array_equal(res.outputs.view(np.uint32), expected.view(np.uint32))
     np.testing.assert_allclose(res.outputs[0], qm.build().run(x[0]), rtol=1e-6, atol=1e-7)
+
+
+def test_residual_block_with_snapped_activations_agrees_with_simulation(tmp_path):
+    """A residual add's integer kernel reads the snap table beside the residual codes."""
+    from test_residual import _data, resnet_block_model
+
+    from tvmq.backend.aot import generate_aot
+    from tvmq.backend.host import HostModel
+
+    cfg = kmeans_config(bits=4, requantize="fixed")
+    qm = tvmq.quantize(resnet_block_model(), cfg, calib=_data(16, 1))
+    fused = qm.fused()
+    (kernel,) = [f for gv, f in fused.functions_items() if "residual" in gv.name_hint]
+    shapes = [[int(n) for n in kernel.buffer_map[p].shape] for p in kernel.params]
+    assert [256] in shapes  # the snap table, beside the residual codes and multiplier
+    aot = generate_aot(fused)
+    host = HostModel(aot, tmp_path)
+    for x in _data(4, 2):
+        sim, got = qm.simulate(x), qm.run(x)
+        assert np.abs(got - sim).max() < 0.05 * np.abs(sim).max()  # rounding only
+        np.testing.assert_allclose(host.run(x), got, rtol=1e-6, atol=1e-7)  # C == TVM
