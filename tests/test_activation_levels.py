@@ -171,7 +171,7 @@ def test_residual_block_with_snapped_activations_agrees_with_simulation(tmp_path
     qm = tvmq.quantize(resnet_block_model(), cfg, calib=_data(16, 1))
     fused = qm.fused()
     (kernel,) = [f for gv, f in fused.functions_items() if "residual" in gv.name_hint]
-    shapes = [[int(n) for n in kernel.buffer_map[p].shape] for p in kernel.params]
+    shapes = [[int(n) for n in p.shape] for p in kernel.params]
     assert [256] in shapes  # the snap table, beside the residual codes and multiplier
     aot = generate_aot(fused)
     host = HostModel(aot, tmp_path)
