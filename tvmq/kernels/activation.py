@@ -90,7 +90,7 @@ def fit_levels(
     """At most ``count`` integer level codes of the 8-bit grid lowering the squared error
     of ``codes`` (grid codes of a calibration sample): Lloyd-Max on their histogram from
     ``init`` (default: uniform levels over the codes' range; the calibration passes the
-    MSE-clipped uniform quantizer's levels, so the result improves on it), with
+    MSE-clipped uniform quantizer's levels), rounded to grid codes at each step, with
     ``zero_point`` always a level (real zero stays exact: ReLU outputs, padding)."""
     hist = np.bincount(np.asarray(codes, np.int64).ravel() + 128, minlength=256).astype(np.float64)
     grid = np.arange(-128, 128, dtype=np.float64)
