@@ -71,10 +71,13 @@ def total_rows(fast: bool, models=None) -> int:
     return len(names) * (len(_grid(fast)) + 2) + tent
 
 
-def _row(mod, spec, calib, x, y, float_acc, budget=None, input_bits=None, levels=None) -> dict:
+def _row(mod, spec, calib, x, y, float_acc, budget=None, input_bits=None, levels=None,
+         range_search=False) -> dict:  # fmt: skip
     scheme, wb, ab, ptq, gran = spec
     row = {"scheme": scheme, "w_bits": wb, "a_bits": ab, "ptq": ptq, "granularity": gran}
     opts = dict(PTQ_ON) if ptq else {}
+    if range_search:
+        opts["range_search"] = row["range_search"] = True
     if budget is not None:
         opts["weight_budget"] = budget
         row["weight_budget"] = budget
@@ -238,18 +241,32 @@ GOALS = {
 }
 
 
-# (input bits, activation levels) of the goal rows where the activations are below 8 bits
-GOAL_VARIANTS = ((None, "uniform"), (8, "uniform"), (8, "kmeans"))
+# name -> (input bits, activation levels, range search) of the goal rows whose activations
+# are below 8 bits (the A8 goal is measured once, as "input-a")
+GOAL_VARIANTS = {
+    "input-a": (None, "uniform", False),
+    "input-8": (8, "uniform", False),
+    "input-8-kmeans": (8, "kmeans", False),
+    "input-8-kmeans-search": (8, "kmeans", True),
+}
 
 
-def goal_rows(models=None) -> int:
+def _variants(names=None) -> dict:
+    return {k: v for k, v in GOAL_VARIANTS.items() if names is None or k in names}
+
+
+def goal_rows(models=None, variants=None) -> int:
     """Rows :func:`goals` measures: k-means + PTQ per goal, and where the activations are
-    narrower than 8 bits each variant of :data:`GOAL_VARIANTS`."""
+    narrower than 8 bits each of ``variants`` (names of :data:`GOAL_VARIANTS`; default
+    all)."""
     names = [n for n in (models or zoo.available()) if n in GOALS]
-    return sum(len(GOAL_VARIANTS) if ab < 8 else 1 for n in names for _, ab, _ in GOALS[n])
+    chosen = _variants(variants)
+    return sum(
+        len(chosen) if ab < 8 else int("input-a" in chosen) for n in names for _, ab, _ in GOALS[n]
+    )
 
 
-def goals(progress=None, models=None) -> dict:
+def goals(progress=None, models=None, variants=None) -> dict:
     """Per-channel k-means + the whole PTQ pipeline at each goal of :data:`GOALS`, on the
     *full* test set (the goals are stated for it): as the grid measures it (every
     activation, the model input included, at A bits) and with the layer that reads the
@@ -263,9 +280,12 @@ def goals(progress=None, models=None) -> dict:
         float_acc = accuracy(quantize(mod, QuantConfig(weight="uniform")).run_float, x, y)
         rows = []
         for wb, ab, most in GOALS[name]:
-            for input_bits, levels in GOAL_VARIANTS if ab < 8 else ((None, "uniform"),):
+            chosen = _variants(variants)
+            if ab >= 8:
+                chosen = {k: v for k, v in chosen.items() if k == "input-a"}
+            for input_bits, levels, search in chosen.values():
                 r = _row(mod, ("kmeans", wb, ab, True, "channel"), calib, x, y, float_acc,
-                         input_bits=input_bits, levels=levels)  # fmt: skip
+                         input_bits=input_bits, levels=levels, range_search=search)  # fmt: skip
                 r["goal_points"] = most
                 r["met"] = r.get("drop_points") is not None and r["drop_points"] <= most
                 rows.append(r)
@@ -291,6 +311,7 @@ def goals_markdown(res: dict) -> str:
         for r in m["rows"]:
             inp = "8" if r.get("input_bits") else "A"
             inp += f" | {r.get('act_levels', 'uniform')}"
+            inp += " + range search" if r.get("range_search") else ""
             if "error" in r:
                 lines.append(f"| {name} | {r['w_bits']}/{r['a_bits']} | {inp} | "
                              f"error: {r['error'][:60]} | <= {r['goal_points']} | | |")  # fmt: skip

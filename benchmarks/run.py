@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         help="accuracy benchmarks: only this shipped model (repeatable; default all)",
     )  # fmt: skip
     parser.add_argument(
+        "--goal-variant", action="append", default=None, dest="goal_variants",
+        choices=list(bench_accuracy.GOAL_VARIANTS), metavar="NAME",
+        help="goals: only this variant of the rows below A8 (repeatable; default all: "
+        f"{', '.join(bench_accuracy.GOAL_VARIANTS)})",
+    )  # fmt: skip
+    parser.add_argument(
         "--resume", action="store_true",
         help="accuracy grid: keep the models and rows of a stopped run's "
         "accuracy.partial.json in --out and measure only the rest",
@@ -81,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         from rich.progress import Progress
 
         with Progress(console=console) as bar:
-            task = bar.add_task("accuracy goals (full test sets)",
-                                total=bench_accuracy.goal_rows(args.zoo_models))  # fmt: skip
-            res = bench_accuracy.goals(lambda: bar.advance(task), args.zoo_models)
+            total = bench_accuracy.goal_rows(args.zoo_models, args.goal_variants)
+            task = bar.add_task("accuracy goals (full test sets)", total=total)
+            res = bench_accuracy.goals(
+                lambda: bar.advance(task), args.zoo_models, args.goal_variants
+            )
         atomic_write_json(args.out / "accuracy_goals.json", res)
         atomic_write_text(args.out / "accuracy_goals.md", bench_accuracy.goals_markdown(res))
         console.print(bench_accuracy.goals_markdown(res))

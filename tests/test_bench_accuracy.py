@@ -63,8 +63,10 @@ def test_goals_markdown_marks_each_goal():
     assert "| fmnist_res8 | 2/2 | A | uniform | +6.00 ± 0.57 | <= 5.0 | no | 4.20 |" in md
     assert "| fmnist_res8 | 2/2 | 8 | uniform | +5.00 ± 0.57 | <= 5.0 | yes | 4.20 |" in md
     assert "| fmnist_res8 | 2/2 | 8 | kmeans | +4.00 ± 0.57 | <= 5.0 | yes | 4.20 |" in md
-    # each goal below A8 three ways: input at A bits, input at 8, input at 8 + k-means levels
-    assert b.goal_rows(["fmnist_res8", "imu_cnn1d"]) == 3 * 3 + 3
+    # each goal below A8 four ways: input at A bits, input at 8, + k-means levels, + search
+    assert b.goal_rows(["fmnist_res8", "imu_cnn1d"]) == 3 * 4 + 4
+    assert b.goal_rows(["fmnist_convnet"], ["input-8-kmeans-search"]) == 3  # not W2A8
+    assert b.goal_rows(["fmnist_convnet"], ["input-a"]) == 4
 
 
 def test_partial_markdown_shows_the_unfinished_models_rows():

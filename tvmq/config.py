@@ -146,6 +146,13 @@ class PTQConfig:
         With ``cle`` and quantized activations: then rescale each pair toward even
         *activation* channel ranges, as far as the second layer's quantized output error
         on calibration data says it pays (:func:`relay_passes.equalize.equalize_activations`).
+    range_search : bool
+        Last, with quantized activations: loss-aware activation ranges (LAPQ-style):
+        coordinate descent over each activation's scale (x0.6 to x1.4, levels and zero
+        point kept) minimizing the KL divergence of the model's softmax output from the
+        float model's on the calibration data (:func:`relay_passes.range_search.
+        search_ranges`; for classifiers; one fake-quant build and calibration run per
+        candidate: minutes).
     """
 
     layerwise: bool = False
@@ -161,6 +168,7 @@ class PTQConfig:
     fold_bn: bool = True
     cle: bool = False
     cle_activations: bool = False
+    range_search: bool = False
 
     def __post_init__(self) -> None:
         from .packing import check_bits
@@ -193,7 +201,12 @@ class PTQConfig:
     @property
     def needs_data(self) -> bool:
         """Whether a step uses calibration data (mixed precision measures layer errors on it)."""
-        return self.layerwise or self.bias_correction != "none" or self.weight_budget is not None
+        return (
+            self.layerwise
+            or self.bias_correction != "none"
+            or self.weight_budget is not None
+            or self.range_search
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -260,6 +273,8 @@ class QuantConfig:
             )
         if (self.granularity == "group") != (self.group_size is not None):
             raise ConfigError("group_size is required with granularity='group', and only then")
+        if self.ptq.range_search and self.activation is None:
+            raise ConfigError("ptq range_search needs quantized activations (activation=...)")
         object.__setattr__(self, "overrides", tuple((str(p), dict(o)) for p, o in self.overrides))
         object.__setattr__(self, "skip", tuple(self.skip))
         for pattern, opts in self.overrides:  # validate now, not halfway through a model

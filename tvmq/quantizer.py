@@ -369,6 +369,10 @@ def quantize(
             if r.scheme is not None else r
             for r, n in zip(report, notes, strict=True)
         ]  # fmt: skip
+    if cfg.ptq.range_search:
+        from relay_passes.range_search import search_ranges
+
+        annotated, _ = search_ranges(mod, annotated, calib)
     return QuantizedModel(
         float_module=mod, annotated=annotated, config=cfg, layers=report, layout=layout
     )

@@ -1,0 +1,94 @@
+"""Loss-aware activation ranges: each activation's scale searched on the model's output.
+
+Calibration sets each range for its own tensor (MSE). What matters is the network's
+output, and errors interact across layers, so this step (after the rest of the pipeline)
+walks the activation sites in graph order and tries each scale times :data:`FACTORS`
+(zero point and, for non-uniform levels, the snap table kept: the levels stretch with the
+grid), keeping a factor when it lowers the KL divergence of the quantized model's
+softmax output from the float model's on the calibration data; two sweeps. This is the
+gradient-free coordinate form of loss-aware PTQ (Nahshan et al., "Loss aware
+post-training quantization", 2021). It runs the fake-quant model once per candidate: on
+Res8 (8 sites) about 8 minutes. Measured on the full test sets (k-means W4A4, the input at
+8 bits, the rest of ``PTQ_PIPELINE`` before it): Res8 with k-means activation levels
+0.36 -> 0.27 points lost, DS-CNN with uniform levels 0.51 -> 0.44.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tvmq.ops import act_params, act_snap
+
+from .calibrate import _quantize_sites, _SetRanges, run_samples
+from .simulate_quant import SimulateQuant
+
+FACTORS = (0.6, 0.7, 0.8, 0.9, 1.12, 1.25, 1.4)
+
+
+def scaled_ranges(mod: tvm.IRModule, factors) -> tvm.IRModule:
+    """``mod`` with the scale of activation site ``i`` multiplied by ``factors[i]``."""
+    sites, bound = _quantize_sites(mod["main"])
+    ranges = {
+        s: (act_params(s)[0] * float(f), act_params(s)[1], act_snap(s))
+        for s, f in zip(sites, factors, strict=True)
+    }
+    rewriter = _SetRanges(mod, ranges, bound)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _outputs(mod: tvm.IRModule, calib, params) -> np.ndarray:
+    outs = []
+    for out in run_samples(mod, calib, params):
+        first = out if hasattr(out, "numpy") else out[0]  # a tuple: its first output
+        outs.append(first.numpy().reshape(1, -1))
+    return np.concatenate(outs).astype(np.float64)
+
+
+def search_ranges(
+    float_mod: tvm.IRModule,
+    annotated: tvm.IRModule,
+    calib,
+    factors=FACTORS,
+    sweeps: int = 2,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[tvm.IRModule, list[float]]:
+    """``(annotated with searched activation scales, the factor per site)``.
+
+    ``float_mod`` gives the reference outputs on ``calib``; ``progress(site, objective)``
+    is called after each site."""
+    calib = list(calib)
+    params = annotated["main"].params
+    ref = _log_softmax(_outputs(float_mod, calib, float_mod["main"].params))
+    p_ref = np.exp(ref)
+
+    def objective(mod) -> float:
+        out = _log_softmax(_outputs(SimulateQuant()(mod), calib, params))
+        return float(np.mean(np.sum(p_ref * (ref - out), axis=-1)))
+
+    n = len(_quantize_sites(annotated["main"])[0])
+    best_f = [1.0] * n
+    best = objective(annotated)
+    for _ in range(sweeps):
+        for i in range(n):
+            start = best_f[i]
+            for f in factors:
+                trial = list(best_f)
+                trial[i] = start * f
+                value = objective(scaled_ranges(annotated, trial))
+                if value < best:
+                    best, best_f = value, trial
+            if progress is not None:
+                progress(i, best)
+    return scaled_ranges(annotated, best_f), best_f
