@@ -189,6 +189,11 @@ def _ptq_options(p) -> None:
         "quantized network (outputs, the default) or from weight quantization alone",
     )  # fmt: skip
     p.add_argument(
+        "--range-search", action="store_true",
+        help="last, with quantized activations: loss-aware activation scales, searched "
+        "on the model's softmax output vs float over the calibration data (minutes)",
+    )  # fmt: skip
+    p.add_argument(
         "--weight-budget", type=int, default=None, metavar="BYTES",
         help="mixed precision: per-layer weight bits (2-8) chosen by measured sensitivity "
         "so that codes + codebooks take at most BYTES",
@@ -223,6 +228,7 @@ def _config_from_args(args):
         for k, v in (
             ("bias_correction", getattr(args, "bias_correction", False)),
             ("weight_budget", getattr(args, "weight_budget", None)),
+            ("range_search", getattr(args, "range_search", False)),
         )
         if v
     }
@@ -256,6 +262,7 @@ def _quantized(args, default_layout: str | None = "keep"):
                 ("--layerwise", getattr(args, "layerwise", False)),
                 ("--bias-correction", getattr(args, "bias_correction", False)),
                 ("--weight-budget", getattr(args, "weight_budget", None)),
+                ("--range-search", getattr(args, "range_search", False)),
                 ("--per-layer", getattr(args, "per_layer", None)),
             )
             if value
