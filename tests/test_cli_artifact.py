@@ -265,4 +265,7 @@ def test_quantize_with_kmeans_activation_levels(tmp_path):
     r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans",
             "--activation-levels", "kmeans", "-o", str(tmp_path / "x.tvmq"))  # fmt: skip
     assert r.returncode == 1 and "--activation-levels needs" in r.stderr
+    r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans", "--range-search",
+            "-o", str(tmp_path / "x.tvmq"))  # fmt: skip
+    assert r.returncode == 1 and "range_search needs quantized activations" in r.stderr
     assert not (tmp_path / "x.tvmq").exists()
