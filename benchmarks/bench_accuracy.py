@@ -251,8 +251,14 @@ GOAL_VARIANTS = {
 }
 
 
-def _variants(names=None) -> dict:
-    return {k: v for k, v in GOAL_VARIANTS.items() if names is None or k in names}
+def _variants(a_bits: int, names=None) -> dict:
+    """The variants of ``names`` (default all) a goal at ``a_bits`` is measured with: an
+    A8 goal only as ``input-a``."""
+    return {
+        k: v
+        for k, v in GOAL_VARIANTS.items()
+        if (names is None or k in names) and (a_bits < 8 or k == "input-a")
+    }
 
 
 def goal_rows(models=None, variants=None) -> int:
@@ -260,10 +266,7 @@ def goal_rows(models=None, variants=None) -> int:
     narrower than 8 bits each of ``variants`` (names of :data:`GOAL_VARIANTS`; default
     all)."""
     names = [n for n in (models or zoo.available()) if n in GOALS]
-    chosen = _variants(variants)
-    return sum(
-        len(chosen) if ab < 8 else int("input-a" in chosen) for n in names for _, ab, _ in GOALS[n]
-    )
+    return sum(len(_variants(ab, variants)) for n in names for _, ab, _ in GOALS[n])
 
 
 def goals(progress=None, models=None, variants=None) -> dict:
@@ -280,10 +283,7 @@ def goals(progress=None, models=None, variants=None) -> dict:
         float_acc = accuracy(quantize(mod, QuantConfig(weight="uniform")).run_float, x, y)
         rows = []
         for wb, ab, most in GOALS[name]:
-            chosen = _variants(variants)
-            if ab >= 8:
-                chosen = {k: v for k, v in chosen.items() if k == "input-a"}
-            for input_bits, levels, search in chosen.values():
+            for input_bits, levels, search in _variants(ab, variants).values():
                 r = _row(mod, ("kmeans", wb, ab, True, "channel"), calib, x, y, float_acc,
                          input_bits=input_bits, levels=levels, range_search=search)  # fmt: skip
                 r["goal_points"] = most

@@ -181,6 +181,17 @@ class _SetRanges(PyExprMutator):
         return new
 
 
+def set_ranges(mod: tvm.IRModule, ranges: list) -> tvm.IRModule:
+    """``mod`` with activation site ``i`` (``quant.quantize`` in binding order) and its
+    ``quant.dequantize`` given ``ranges[i] = (scale, zero_point, snap table or None)``."""
+    sites, bound = _quantize_sites(mod["main"])
+    rewriter = _SetRanges(mod, dict(zip(sites, ranges, strict=True)), bound)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
+
+
 def _batches(data) -> Iterable[tuple[np.ndarray, ...]]:
     for item in data:
         yield tuple(item) if isinstance(item, list | tuple) else (item,)
@@ -214,7 +225,7 @@ def calibrate(
         Empty data, wrong shapes, NaN/inf.
     """
     config = config or ActivationConfig()
-    sites, bound = _quantize_sites(mod["main"])
+    sites, _ = _quantize_sites(mod["main"])
     if not sites:
         return mod, []
     smod, n_taps = stats_module(mod)
@@ -229,11 +240,7 @@ def calibrate(
         for i, s in enumerate(stats):
             s.add(outs[i + 1].numpy())
     fitted = [s.params(act_params(c)[2], config) for s, c in zip(stats, sites)]
-    rewriter = _SetRanges(mod, dict(zip(sites, fitted)), bound)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get(), [(scale, zero) for scale, zero, _ in fitted]
+    return set_ranges(mod, fitted), [(scale, zero) for scale, zero, _ in fitted]
 
 
 @tvm.transform.module_pass(opt_level=0, name="Calibrate")

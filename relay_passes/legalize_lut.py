@@ -55,6 +55,7 @@ from tvmq.ops import (
     is_op,
     prim_float,
     prim_int,
+    snap_arg,
     spec_of,
 )
 
@@ -293,23 +294,24 @@ class _Legalizer(PyExprMutator):
             return None
         s_out, z_out, bits = act_params(quant)
         args = [q, decode.args[0], table, oscale, zps, relax.const(b.astype(np.float32), "float32")]
-        snapped = len(quant.args) > 4
-        if snapped:
-            args.append(quant.args[4])
+        snap = snap_arg(quant)
+        if snap is not None:
+            args.append(snap)
         res = None
         if residual is not None:
             args.append(self.visit_expr(residual.args[0]))
             res = (prim_float(residual.args[1]), prim_int(residual.args[2]))
 
-        def split(rest):  # (snap table or None, residual tensor or None)
-            snap, rest = (rest[0], rest[1:]) if snapped else (None, rest)
-            return snap, ((rest[0], *res) if rest else None)
+        def compute(a, p, t, o, z, bb, *rest):  # rest: [snap table], [residual codes]
+            sn, rest = (rest[0], rest[1:]) if snap is not None else (None, rest)
+            return lut_conv_int_avgpool_compute(
+                a, p, t, o, bb, spec, x_zero=x_zero, zp_sums=z, act=act, out_scale=s_out,
+                out_zero=z_out, bits=bits, residual=(rest[0], *res) if rest else None,
+                snap=sn, **kw,
+            )  # fmt: skip
 
         codes = self.builder_.call_te(
-            lambda a, p, t, o, z, bb, *rest: lut_conv_int_avgpool_compute(
-                a, p, t, o, bb, spec, x_zero=x_zero, zp_sums=z, act=act, out_scale=s_out,
-                out_zero=z_out, bits=bits, residual=split(rest)[1], snap=split(rest)[0], **kw,
-            ),
+            compute,
             *args,
             primfunc_name_hint="lut_conv_int_avgpool",
         )  # fmt: skip
@@ -343,7 +345,8 @@ class _Legalizer(PyExprMutator):
                 return None  # not a per-channel bias
             bias_vec = bias.reshape(-1).astype(np.float64)
         s_out, z_out, bits = act_params(quant)
-        snapped = len(quant.args) > 4  # a non-uniform quantizer: clamp to 8 bits, then snap
+        snap = snap_arg(quant)  # a non-uniform quantizer: clamp to 8 bits, then snap
+        snapped = snap is not None
         lo, hi = code_range(bits, snapped)
         if act is not None:
             lo = max(lo, z_out)
@@ -363,7 +366,7 @@ class _Legalizer(PyExprMutator):
             relax.const(shift, "int32"),
         ]
         if snapped:
-            consts.append(quant.args[4])
+            consts.append(snap)
         req = (z_out, lo, hi, high_word)
         attrs, name, res = _OUT_EWISE, "", None
         if residual is not None:

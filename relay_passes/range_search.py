@@ -25,11 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from tvmq.ops import act_params, act_snap
 
-from .calibrate import _quantize_sites, _SetRanges, run_samples
+from .calibrate import _quantize_sites, run_samples, set_ranges
 from .simulate_quant import SimulateQuant
 
 FACTORS = (0.6, 0.7, 0.8, 0.9, 1.12, 1.25, 1.4)
@@ -37,16 +36,12 @@ FACTORS = (0.6, 0.7, 0.8, 0.9, 1.12, 1.25, 1.4)
 
 def scaled_ranges(mod: tvm.IRModule, factors) -> tvm.IRModule:
     """``mod`` with the scale of activation site ``i`` multiplied by ``factors[i]``."""
-    sites, bound = _quantize_sites(mod["main"])
-    ranges = {
-        s: (act_params(s)[0] * float(f), act_params(s)[1], act_snap(s))
+    sites, _ = _quantize_sites(mod["main"])
+    ranges = [
+        (act_params(s)[0] * float(f), act_params(s)[1], act_snap(s))
         for s, f in zip(sites, factors, strict=True)
-    }
-    rewriter = _SetRanges(mod, ranges, bound)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    ]
+    return set_ranges(mod, ranges)
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

@@ -64,10 +64,11 @@ def _infer_dequantize(call: relax.Call, ctx) -> relax.TensorType:
 
 def _legalize_quantize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     scale, zero, bits = act_params(call)
+    snap = snap_arg(call)
     return bb.call_te(
-        lambda x, *snap: quantize_compute(x, scale, zero, bits, *snap),
-        *call.args[:1],
-        *call.args[4:],
+        lambda x, *table: quantize_compute(x, scale, zero, bits, *table),
+        call.args[0],
+        *([] if snap is None else [snap]),
         primfunc_name_hint="quantize",
     )
 
@@ -126,9 +127,15 @@ def act_params(call: relax.Call) -> tuple[float, int, int]:
     return prim_float(call.args[1]), prim_int(call.args[2]), prim_int(call.args[3])
 
 
+def snap_arg(call: relax.Call) -> relax.Expr | None:
+    """The snap-table argument of a non-uniform ``quant.quantize`` call (None: uniform)."""
+    return call.args[4] if len(call.args) > 4 else None
+
+
 def act_snap(call: relax.Call) -> np.ndarray | None:
-    """The snap table of a non-uniform ``quant.quantize`` call (None: uniform)."""
-    return call.args[4].value.numpy() if len(call.args) > 4 else None
+    """The snap table of a non-uniform ``quant.quantize`` call, as numpy (None: uniform)."""
+    snap = snap_arg(call)
+    return None if snap is None else snap.value.numpy()
 
 
 def is_op(expr: relax.Expr, op) -> bool:

@@ -100,9 +100,7 @@ def fit_levels(
     levels = np.linspace(used[0], used[-1], count) if init is None else np.asarray(init, float)
     levels = np.clip(levels, -128, 127)
     for _ in range(iters):
-        levels = np.unique(np.round(levels))
-        levels[np.argmin(np.abs(levels - zero_point))] = zero_point
-        levels = np.unique(levels)
+        levels = _grid_levels(levels, zero_point)
         cell = np.searchsorted((levels[1:] + levels[:-1]) / 2.0, grid, side="left")
         mass = np.bincount(cell, hist, minlength=levels.size)
         moment = np.bincount(cell, hist * grid, minlength=levels.size)
@@ -110,9 +108,15 @@ def fit_levels(
         if np.array_equal(np.round(new), levels):
             break
         levels = np.round(new)
+    return _grid_levels(levels, zero_point).astype(np.int64)
+
+
+def _grid_levels(levels: np.ndarray, zero_point: int) -> np.ndarray:
+    """``levels`` rounded to grid codes, the one nearest ``zero_point`` moved onto it,
+    sorted and without repeats."""
     levels = np.unique(np.round(levels))
     levels[np.argmin(np.abs(levels - zero_point))] = zero_point
-    return np.unique(levels).astype(np.int64)
+    return np.unique(levels)
 
 
 def dequantize_reference(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
