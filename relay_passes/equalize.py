@@ -147,6 +147,23 @@ def _local_error(x, w2d, groups, s_cols, s_rows, weight_cfg, act_bits) -> float:
     return float((err**2).sum() / max((ref**2).sum(), 1e-30))
 
 
+def channel_ranges(x: np.ndarray, cols: np.ndarray, channels: int, bits: int) -> list:
+    """The two ranges per channel of the rows ``x`` that :func:`equalize_activations`
+    evens: ``max |x|``, and the clipped range a ``bits`` uniform quantizer of that channel
+    alone would choose by MSE (robust to a channel's rare outliers)."""
+    from tvmq.schemes import UniformConfig
+
+    peak = np.zeros(channels)
+    np.maximum.at(peak, cols, np.abs(x).max(axis=0))
+    fit = UniformConfig(bits=bits, symmetric=False, init="mse")
+    clipped = peak.copy()
+    for c in range(channels):
+        v = x[:, cols == c].reshape(-1)
+        if peak[c] > 0:
+            clipped[c] = peak[c] * fit.fit_group(v[:: max(1, v.size // 20_000)], None).meta["clip"]
+    return [np.maximum(r, 1e-3 * max(r.max(), 1e-30)) for r in (peak, clipped)]
+
+
 def equalize_activations(
     mod: tvm.IRModule, layer_inputs: dict, weight_cfg: dict, act_bits: int, alphas=ALPHAS
 ) -> tuple[tvm.IRModule, dict[str, float]]:
@@ -156,7 +173,10 @@ def equalize_activations(
     quantizer between two layers suffers from uneven *activation* channel ranges ``r``.
     For each pair the scale ``s = (r / geomean(r)) ** a`` is tried for each ``a`` of
     ``alphas`` (0: keep the weight equalization, 1: equal activation ranges, at the cost
-    of uneven columns in the second layer's weight), and the ``a`` whose second layer has
+    of uneven columns in the second layer's weight) and both ranges ``r`` of
+    :func:`channel_ranges` (the peak, and each channel's own MSE-clipped range: with
+    ``a = 1`` the per-tensor quantizer then acts as a per-channel one, which a depthwise
+    second layer, per-channel weights, gets for free), and the ``s`` whose second layer has
     the least output error with both its input and its weight quantized (``act_bits``,
     ``weight_cfg``; measured on its calibration rows ``layer_inputs``,
     :func:`tvmq.ptq.inputs.collect` of ``mod``) is applied. Returns the module and
@@ -178,17 +198,15 @@ def equalize_activations(
         w2d, _ = weight_to_2d(_current(values, b.const), how)
         x = data.rows.astype(np.float64)
         cols = _channel_cols(x.shape[1], channels)
-        r = np.zeros(channels)
-        np.maximum.at(r, cols, np.abs(x).max(axis=0))
-        r = np.maximum(r, 1e-3 * max(r.max(), 1e-30))
-        geo = np.exp(np.log(r).mean())
         best = None
-        for alpha in alphas:
-            s = np.clip((r / geo) ** alpha, 1e-2, 1e2)
-            s_rows = s if data.groups > 1 else None
-            e = _local_error(x, w2d, data.groups, s[cols], s_rows, weight_cfg, act_bits)
-            if best is None or e < best[0] - 1e-12:
-                best = (e, alpha, s)
+        for r in channel_ranges(x, cols, channels, act_bits):
+            geo = np.exp(np.log(r).mean())
+            for alpha in alphas:
+                s = np.clip((r / geo) ** alpha, 1e-2, 1e2)
+                s_rows = s if data.groups > 1 else None
+                e = _local_error(x, w2d, data.groups, s[cols], s_rows, weight_cfg, act_bits)
+                if best is None or e < best[0] - 1e-12:
+                    best = (e, alpha, s)
         _, alpha, s = best
         chosen[b.name] = alpha
         if alpha != 0.0:

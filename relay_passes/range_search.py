@@ -63,20 +63,24 @@ def search_ranges(
     calib,
     factors=FACTORS,
     sweeps: int = 2,
+    agree: bool = True,
     progress: Callable[[int, float], None] | None = None,
 ) -> tuple[tvm.IRModule, list[float]]:
     """``(annotated with searched activation scales, the factor per site)``.
 
     ``float_mod`` gives the reference outputs on ``calib``; ``progress(site, objective)``
-    is called after each site."""
+    is called after each site. ``agree``: a factor is kept only when it lowers the KL
+    divergence on both halves of ``calib`` (even and odd samples), else when it lowers
+    the mean."""
     calib = list(calib)
     params = annotated["main"].params
     ref = _log_softmax(_outputs(float_mod, calib, float_mod["main"].params))
     p_ref = np.exp(ref)
 
-    def objective(mod) -> float:
+    def objective(mod) -> np.ndarray:  # per half: even and odd calibration samples
         out = _log_softmax(_outputs(SimulateQuant()(mod), calib, params))
-        return float(np.mean(np.sum(p_ref * (ref - out), axis=-1)))
+        kl = np.sum(p_ref * (ref - out), axis=-1)
+        return np.array([kl[0::2].mean(), kl[1::2].mean()])
 
     n = len(_quantize_sites(annotated["main"])[0])
     best_f = [1.0] * n
@@ -88,8 +92,10 @@ def search_ranges(
                 trial = list(best_f)
                 trial[i] = start * f
                 value = objective(scaled_ranges(annotated, trial))
-                if value < best:
+                # kept only when both halves agree: a factor that fits one half's
+                # samples and not the other's is noise, not a better range
+                if np.all(value < best) if agree else value.mean() < best.mean():
                     best, best_f = value, trial
             if progress is not None:
-                progress(i, best)
+                progress(i, float(best.mean()))
     return scaled_ranges(annotated, best_f), best_f

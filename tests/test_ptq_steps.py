@@ -371,3 +371,20 @@ def test_activation_aware_equalization_keeps_the_function_and_lowers_held_out_er
 
     e_weights, e_acts = held_out_errors(mod), held_out_errors(eq)
     assert e_weights and all(e_acts[k] < e_weights[k] for k in e_weights), (e_weights, e_acts)
+
+
+def test_equalization_ranges_clip_a_channel_outlier():
+    """The second range :func:`relay_passes.equalize.channel_ranges` offers is each
+    channel's own MSE-clipped one: a rare outlier (one value in 4,000 at 20x the rest)
+    does not set its channel's scale (clipped to under a fifth), while a channel without
+    outliers keeps most of its peak; both are at most the peak."""
+    from relay_passes.equalize import _channel_cols, channel_ranges
+
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((4000, 2 * 9)), 0.0)  # two channels, 3x3 patches
+    x[7, 0] = 80.0  # channel 0: one outlier
+    cols = _channel_cols(x.shape[1], 2)
+    peak, clipped = channel_ranges(x, cols, 2, bits=4)
+    assert peak[0] == 80.0 and np.all(clipped <= peak)
+    assert clipped[0] < 0.2 * peak[0], (peak, clipped)  # the clip search grid: 0.14 here
+    assert clipped[1] > 0.5 * peak[1], (peak, clipped)
