@@ -388,3 +388,6 @@ def test_equalization_ranges_clip_a_channel_outlier():
     assert peak[0] == 80.0 and np.all(clipped <= peak)
     assert clipped[0] < 0.2 * peak[0], (peak, clipped)  # the clip search grid: 0.14 here
     assert clipped[1] > 0.5 * peak[1], (peak, clipped)
+    # at 8 bits only the peak is offered (the clipped candidate cost ConvNet W2A8 points)
+    (only,) = channel_ranges(x, cols, 2, bits=8)
+    np.testing.assert_array_equal(only, peak)
