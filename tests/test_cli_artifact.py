@@ -247,7 +247,8 @@ def test_tune_on_qemu_then_deploy_the_tuned_c(conv_artifact, tmp_path):
 
 def test_quantize_with_kmeans_activation_levels(tmp_path):
     """``--activation-levels kmeans`` stores snap tables in the artifact, which runs from
-    them as it was quantized."""
+    them as it was quantized; ``--input-bits`` reaches the config (a bad width: a clear
+    error, no artifact)."""
     from relay_passes.calibrate import _quantize_sites
     from tvmq.ops import act_snap
 
@@ -255,16 +256,23 @@ def test_quantize_with_kmeans_activation_levels(tmp_path):
     calib = np.random.default_rng(0).standard_normal((16, 1, 3, 12, 12)).astype(np.float32)
     np.save(tmp_path / "calib.npy", calib)
     r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans-a4",
-            "--activation-levels", "kmeans", "--calib", str(tmp_path / "calib.npy"),
-            "-o", str(tmp_path / "m.tvmq"), "--json")  # fmt: skip
+            "--activation-levels", "kmeans", "--input-bits", "8",
+            "--calib", str(tmp_path / "calib.npy"), "-o", str(tmp_path / "m.tvmq"),
+            "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["config"]["activation"]["scheme"] == "kmeans"
+    act = json.loads(r.stdout)["config"]["activation"]
+    assert act["scheme"] == "kmeans" and act["input_bits"] == 8
     qm = tvmq.load_artifact(tmp_path / "m.tvmq")
     snaps = [act_snap(s) for s in _quantize_sites(qm.annotated["main"])[0]]
-    assert snaps and all(s is not None and len(np.unique(s)) <= 16 for s in snaps)
+    assert len(snaps) > 1 and snaps[0] is None  # the input layer at 8 bits: no levels
+    assert all(s is not None and len(np.unique(s)) <= 16 for s in snaps[1:])
     r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans",
             "--activation-levels", "kmeans", "-o", str(tmp_path / "x.tvmq"))  # fmt: skip
     assert r.returncode == 1 and "--activation-levels needs" in r.stderr
+    r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans-a4",
+            "--input-bits", "9", "--calib", str(tmp_path / "calib.npy"),
+            "-o", str(tmp_path / "x.tvmq"))  # fmt: skip
+    assert r.returncode == 1 and "bits" in r.stderr and "9" in r.stderr, r.stderr[-500:]
     r = run("quantize", str(tmp_path / "m.onnx"), "--config", "w4-kmeans", "--range-search",
             "-o", str(tmp_path / "x.tvmq"))  # fmt: skip
     assert r.returncode == 1 and "range_search needs quantized activations" in r.stderr

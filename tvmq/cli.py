@@ -217,6 +217,13 @@ def _config_from_args(args):
         cfg = dataclasses.replace(
             cfg, activation=dataclasses.replace(cfg.activation, scheme=levels)
         )
+    input_bits = getattr(args, "input_bits", None)
+    if input_bits is not None:
+        if cfg.activation is None:
+            raise TvmqError("--input-bits needs a config with activations (e.g. w4-kmeans-a4)")
+        cfg = dataclasses.replace(  # ActivationConfig checks the width (ConfigError)
+            cfg, activation=dataclasses.replace(cfg.activation, input_bits=input_bits)
+        )
     changes = {}
     ptq = dict(PTQ_PIPELINE) if getattr(args, "ptq", False) else {}
     if getattr(args, "layerwise", False):
@@ -257,6 +264,7 @@ def _quantized(args, default_layout: str | None = "keep"):
                 ("--config", args.config),
                 ("--fixed-point", args.fixed_point),
                 ("--activation-levels", getattr(args, "activation_levels", None)),
+                ("--input-bits", getattr(args, "input_bits", None)),
                 ("--ptq", getattr(args, "ptq", False)),
                 ("--cle", getattr(args, "cle", False)),
                 ("--layerwise", getattr(args, "layerwise", False)),
@@ -764,6 +772,11 @@ def _model_options(p: argparse.ArgumentParser, calib_samples: int, artifact: boo
         "--activation-levels", choices=["uniform", "kmeans"], default=None,
         help="activation levels below 8 bits: uniform (default) or kmeans (Lloyd-Max levels "
         "on an 8-bit grid, placed where the calibration values are; same int8 storage)",
+    )  # fmt: skip
+    p.add_argument(
+        "--input-bits", type=int, default=None, metavar="N",
+        help="bits (2-8) of the layers that read the model input, when the other "
+        "activations are narrower (8: pixels / sensor samples are 8-bit data already)",
     )  # fmt: skip
     p.add_argument(
         "--calib-samples", type=int, default=calib_samples,
