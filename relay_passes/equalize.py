@@ -157,15 +157,15 @@ def channel_ranges(x: np.ndarray, cols: np.ndarray, channels: int, bits: int) ->
 
     peak = np.zeros(channels)
     np.maximum.at(peak, cols, np.abs(x).max(axis=0))
-    if bits >= 8:
-        return [np.maximum(peak, 1e-3 * max(peak.max(), 1e-30))]
-    fit = UniformConfig(bits=bits, symmetric=False, init="mse")
-    clipped = peak.copy()
-    for c in range(channels):
-        v = x[:, cols == c].reshape(-1)
-        if peak[c] > 0:
-            clipped[c] = peak[c] * fit.fit_group(v[:: max(1, v.size // 20_000)], None).meta["clip"]
-    return [np.maximum(r, 1e-3 * max(r.max(), 1e-30)) for r in (peak, clipped)]
+    ranges = [peak]
+    if bits < 8:
+        fit = UniformConfig(bits=bits, symmetric=False, init="mse")
+        clipped = peak.copy()
+        for c in np.flatnonzero(peak > 0):
+            v = x[:, cols == c].reshape(-1)
+            clipped[c] *= fit.fit_group(v[:: max(1, v.size // 20_000)], None).meta["clip"]
+        ranges.append(clipped)
+    return [np.maximum(r, 1e-3 * max(r.max(), 1e-30)) for r in ranges]
 
 
 def equalize_activations(
@@ -177,11 +177,11 @@ def equalize_activations(
     quantizer between two layers suffers from uneven *activation* channel ranges ``r``.
     For each pair the scale ``s = (r / geomean(r)) ** a`` is tried for each ``a`` of
     ``alphas`` (0: keep the weight equalization, 1: equal activation ranges, at the cost
-    of uneven columns in the second layer's weight) and both ranges ``r`` of
-    :func:`channel_ranges` (the peak, and each channel's own MSE-clipped range: with
-    ``a = 1`` the per-tensor quantizer then acts as a per-channel one, which a depthwise
-    second layer, per-channel weights, gets for free), and the ``s`` whose second layer has
-    the least output error with both its input and its weight quantized (``act_bits``,
+    of uneven columns in the second layer's weight) and each range ``r`` of
+    :func:`channel_ranges` (the peak, and below 8 bits each channel's own MSE-clipped
+    range: with ``a = 1`` the per-tensor quantizer then acts as a per-channel one, which a
+    depthwise second layer, per-channel weights, gets for free), and the ``s`` whose second
+    layer has the least output error with both its input and its weight quantized (``act_bits``,
     ``weight_cfg``; measured on its calibration rows ``layer_inputs``,
     :func:`tvmq.ptq.inputs.collect` of ``mod``) is applied. Returns the module and
     ``{second layer: chosen a}``.

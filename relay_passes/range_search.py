@@ -65,15 +65,13 @@ def search_ranges(
     calib,
     factors=FACTORS,
     sweeps: int = 2,
-    agree: bool = True,
     progress: Callable[[int, float], None] | None = None,
 ) -> tuple[tvm.IRModule, list[float]]:
     """``(annotated with searched activation scales, the factor per site)``.
 
     ``float_mod`` gives the reference outputs on ``calib``; ``progress(site, objective)``
-    is called after each site. ``agree``: a factor is kept only when it lowers the KL
-    divergence on both halves of ``calib`` (even and odd samples), else when it lowers
-    the mean."""
+    is called after each site. A factor is kept only when it lowers the KL divergence on
+    both halves of ``calib`` (even and odd samples)."""
     calib = list(calib)
     params = annotated["main"].params
     ref = _log_softmax(_outputs(float_mod, calib, float_mod["main"].params))
@@ -96,7 +94,7 @@ def search_ranges(
                 value = objective(scaled_ranges(annotated, trial))
                 # kept only when both halves agree: a factor that fits one half's
                 # samples and not the other's is noise, not a better range
-                if np.all(value < best) if agree else value.mean() < best.mean():
+                if np.all(value < best):
                     best, best_f = value, trial
             if progress is not None:
                 progress(i, float(best.mean()))

@@ -208,22 +208,16 @@ def _config_from_args(args):
         if cfg.activation is None:
             raise TvmqError("--fixed-point needs a config with activations (e.g. w4-kmeans-a8)")
         cfg = fixed_point(cfg)
-    levels = getattr(args, "activation_levels", None)
-    if levels:
+    act = {}
+    for flag, field in (("--activation-levels", "scheme"), ("--input-bits", "input_bits")):
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if value is None:
+            continue
         if cfg.activation is None:
-            raise TvmqError(
-                "--activation-levels needs a config with activations (e.g. w4-kmeans-a4)"
-            )
-        cfg = dataclasses.replace(
-            cfg, activation=dataclasses.replace(cfg.activation, scheme=levels)
-        )
-    input_bits = getattr(args, "input_bits", None)
-    if input_bits is not None:
-        if cfg.activation is None:
-            raise TvmqError("--input-bits needs a config with activations (e.g. w4-kmeans-a4)")
-        cfg = dataclasses.replace(  # ActivationConfig checks the width (ConfigError)
-            cfg, activation=dataclasses.replace(cfg.activation, input_bits=input_bits)
-        )
+            raise TvmqError(f"{flag} needs a config with activations (e.g. w4-kmeans-a4)")
+        act[field] = value
+    if act:  # ActivationConfig checks the values (ConfigError)
+        cfg = dataclasses.replace(cfg, activation=dataclasses.replace(cfg.activation, **act))
     changes = {}
     ptq = dict(PTQ_PIPELINE) if getattr(args, "ptq", False) else {}
     if getattr(args, "layerwise", False):
