@@ -231,12 +231,17 @@ def test_host_depthwise_schedule_vectorizes_channels_and_keeps_results(kws_w4a8)
     assert np.unique(outs[0]).size > 10
 
 
-def _run_kernel(prim, x, consts) -> np.ndarray:
-    """The output of kernel ``prim`` (built for this host) on int8 codes ``x`` and the
-    layer's constant arguments ``consts``."""
+def _run_kernel(prim, x, consts, target=None) -> np.ndarray:
+    """The output of kernel ``prim`` (built for ``target``, default this host's exact
+    target; float products fenced where it has FMA, as tvmq's pipeline does) on int8
+    codes ``x`` and the layer's constant arguments ``consts``."""
+    from tvmq.backend.fence import fence_float_products, needs_fences
     from tvmq.targets import host_llvm
 
-    lib = tvm.compile(tvm.IRModule({"k": prim}), target=host_llvm())
+    target = target or host_llvm()
+    if needs_fences(target):
+        prim = fence_float_products(prim)
+    lib = tvm.compile(tvm.IRModule({"k": prim}), target=target)
     out = np.zeros([int(n) for n in prim.params[-1].shape], str(prim.params[-1].dtype))
     args = [tvm.runtime.tensor(a) for a in (x.astype(np.int8), *consts, out)]
     lib.mod["k"](*args)
@@ -297,6 +302,14 @@ def _regular_convs(fused) -> list[str]:
     ]  # fmt: skip
 
 
+def _avx512_isas() -> tuple:
+    """``("avx512vnni",)`` when tvmq's LUT target for this host has AVX-512 VNNI."""
+    from tvmq.backend.schedule import schedule_isa
+    from tvmq.targets import lut_host_llvm
+
+    return ("avx512vnni",) if schedule_isa(lut_host_llvm()) == "avx512vnni" else ()
+
+
 VNNI = pytest.mark.skipif(
     __import__("tvmq.backend.schedule", fromlist=["x"]).schedule_isa(
         __import__("tvmq.targets", fromlist=["x"]).host_llvm()
@@ -307,9 +320,11 @@ VNNI = pytest.mark.skipif(
 
 def _vnni_kernels_equal_int8_kernels(qm, n_regular: int) -> list[str]:
     """Each conv of ``qm`` (regular and depthwise) legalized with ``unsigned_inputs`` and
-    scheduled for AVX-VNNI gives the int8 kernel's output (MCU schedule) bit for bit on
-    the same random int8 codes; returns the regular convs' names."""
+    scheduled for AVX-VNNI (and for AVX-512 VNNI where the host has it) gives the int8
+    kernel's output (MCU schedule) bit for bit on the same random int8 codes; returns the
+    regular convs' names."""
     from tvmq.backend.schedule import schedule_primfunc
+    from tvmq.targets import lut_host_llvm
 
     signed, unsigned = qm.fused(False), qm.fused(True)
     names = _regular_convs(unsigned)
@@ -327,12 +342,15 @@ def _vnni_kernels_equal_int8_kernels(qm, n_regular: int) -> list[str]:
         shape = [int(n) for n in _kernel_call(signed, name).args[1].fields[0].ty.shape]
         x = rng.integers(-128, 128, shape)
         outs = []
-        for fused, isa in ((signed, "mcu"), (unsigned, "avxvnni")):
+        runs = [(signed, "mcu"), (unsigned, "avxvnni")] + [(unsigned, i) for i in _avx512_isas()]
+        for fused, isa in runs:
             prim = schedule_primfunc(fused[name], isa).with_attr("global_symbol", "k")
-            assert ("vpdpbusd" in prim.script()) == (isa == "avxvnni"), name
+            assert ("vpdpbusd" in prim.script()) == (isa != "mcu"), name
             consts = [a.value.numpy() for a in _kernel_call(fused, name).args[1].fields[1:]]
-            outs.append(_run_kernel(prim, x, consts))
-        np.testing.assert_array_equal(outs[0], outs[1], err_msg=name)
+            target = lut_host_llvm() if isa == "avx512vnni" else None
+            outs.append(_run_kernel(prim, x, consts, target))
+        for out in outs[1:]:
+            np.testing.assert_array_equal(outs[0], out, err_msg=name)
         assert np.unique(outs[0]).size > 3, name
     return names
 
@@ -349,7 +367,15 @@ def test_vnni_convs_take_uint8_inputs_and_equal_the_int8_kernels(kws_w4a8):
     from tvmq.backend.schedule import unsigned_inputs_for
 
     assert unsigned_inputs_for("avxvnni") and not unsigned_inputs_for("avx2")
-    _vnni_kernels_equal_int8_kernels(kws_w4a8, 3)
+    assert unsigned_inputs_for("avx512vnni")
+    names = _vnni_kernels_equal_int8_kernels(kws_w4a8, 3)
+    # KWS has 64 channels everywhere: on AVX-512 VNNI each vpdpbusd takes 16 of them
+    from tvmq.backend.schedule import schedule_primfunc
+
+    for name in names:
+        script = schedule_primfunc(kws_w4a8.fused(True)[name], "avx512vnni").script()
+        assert "llvm.x86.avx512.vpdpbusd.512" in script, name
+        assert "llvm.x86.avx512.vpdpbusd.256" not in script, name
 
 
 @VNNI

@@ -38,6 +38,22 @@ def test_host_target_names_this_cpu(monkeypatch):
         targets.host_cpu.cache_clear()
 
 
+def test_lut_target_keeps_avx512_only_where_the_cpu_has_vnni():
+    """tvmq's LUT target keeps FMA (and with it AVX-512) exactly when this CPU has AVX-512
+    VNNI; otherwise it is the exact target; ``TVMQ_HOST_MCPU`` turns it off."""
+    from tvmq.backend.fence import needs_fences
+
+    t = targets.lut_host_llvm(2)
+    assert int(t.attrs["num-cores"]) == 2
+    wide = X86 and all(
+        targets._host_has(f) for f in ("avx512vnni", "avx512bw", "avx512vl", "fma")
+    ) and targets.host_cpu() is not None  # fmt: skip
+    assert needs_fences(t) == wide
+    if not wide:
+        assert str(t) == str(targets.host_llvm(2))
+    assert not needs_fences(targets.host_llvm())
+
+
 @pytest.mark.skipif(not X86, reason="FMA contraction is only switched off on x86")
 def test_exact_host_build_equals_the_c_bit_for_bit(tmp_path):
     """The default build and the generated C agree exactly (float epilogues included);
@@ -70,6 +86,9 @@ def test_schedule_isa_follows_the_targets_cpu():
     assert isa({"kind": "llvm", "mcpu": "haswell"}) == "avx2"
     assert isa({"kind": "llvm", "mcpu": "alderlake"}) == "avxvnni"
     assert isa({"kind": "llvm", "mcpu": "haswell", "mattr": ["+avxvnni"]}) == "avxvnni"
+    assert isa({"kind": "llvm", "mcpu": "icelake-server"}) == "avx512vnni"
+    # without FMA LLVM drops AVX-512 (it depends on it): the exact target's VEX VNNI
+    assert isa({"kind": "llvm", "mcpu": "icelake-server", "mattr": ["-fma"]}) == "avx2"
     assert isa({"kind": "llvm", "mcpu": "x86-64"}) == "cpu"
     assert isa({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}) == "cpu"
     assert schedule_isa(mcu_target("mps2-an386")) == "mcu"

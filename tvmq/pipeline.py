@@ -46,7 +46,11 @@ def _schedule_integer_kernels(target=None) -> tvm.transform.Pass:
 
 def lut_pipeline(target: tvm.target.Target, tuning: str | None = None) -> tvm.transform.Pass:
     """The full Relax pipeline for ``target`` (a CPU target), without ``FoldConstant``;
-    with ``tuning`` (a MetaSchedule work directory) the tuned schedules are applied first."""
+    with ``tuning`` (a MetaSchedule work directory) the tuned schedules are applied first.
+    On a target that may contract float products (x86 with FMA, e.g.
+    :func:`tvmq.targets.lut_host_llvm` on an AVX-512 CPU) every float product is fenced
+    (:mod:`tvmq.backend.fence`), so the build stays bit-exact with the device's C."""
+    from .backend.fence import FenceFloatProducts, needs_fences
 
     @tvm.transform.module_pass(opt_level=0, name="TvmqLutPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -58,6 +62,7 @@ def lut_pipeline(target: tvm.target.Target, tuning: str | None = None) -> tvm.tr
                 + fusion_passes()
                 + apply_db
                 + [_schedule_integer_kernels(target)]
+                + ([FenceFloatProducts()] if needs_fences(target) else [])
                 + cpu.dataflow_lower_passes(target)
                 + cpu.finalize_passes(target)
             )

@@ -12,17 +12,17 @@ from .config import QuantConfig, get_config
 from .errors import DataError, TvmqError
 
 
-def _target(target: str | dict):
+def _target(target: str | dict, lut: bool = False):
     from tvm.target import Target
 
     if isinstance(target, dict):
         return Target(target)
     if target == "llvm":
         # One core: the models are for single-core MCUs, and the host is shared; this CPU's
-        # instruction set (tvmq.targets).
-        from .targets import host_llvm
+        # instruction set (tvmq.targets), with AVX-512 for the LUT model when it has it.
+        from .targets import host_llvm, lut_host_llvm
 
-        return host_llvm(1)
+        return lut_host_llvm(1) if lut else host_llvm(1)
     return Target(target)
 
 
@@ -200,14 +200,14 @@ class QuantizedModel:
             if not has_database(tuning):
                 raise TvmqError(f"{tuning} holds no tuning database (run tvmq.tune first)")
             tuning = str(tuning)
-        self._target = _target(target)
+        self._target = _target(target, lut=True)
         self._tuning = tuning
         self._vm("lut", self._target)
         return self
 
     def run(self, *inputs: np.ndarray) -> np.ndarray:
         """Run the built LUT-kernel model (builds for llvm first if needed)."""
-        target = getattr(self, "_target", None) or _target("llvm")
+        target = getattr(self, "_target", None) or _target("llvm", lut=True)
         return _vm_run(self._vm("lut", target), self._specs("annotated"), inputs)
 
     def vm(self, kind: str = "lut"):
@@ -216,7 +216,7 @@ class QuantizedModel:
         :meth:`run`'s input checks and conversions (~20-40 us on the host)."""
         if kind not in ("lut", "float"):
             raise TvmqError(f"kind must be 'lut' or 'float', got {kind!r}")
-        target = getattr(self, "_target", None) or _target("llvm")
+        target = getattr(self, "_target", None) or _target("llvm", lut=True)
         return self._vm(kind, target if kind == "lut" else _target("llvm"))
 
     def simulate(self, *inputs: np.ndarray) -> np.ndarray:

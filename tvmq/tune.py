@@ -45,14 +45,14 @@ def build_candidate(mod: tvm.IRModule, target: tvm.target.Target, _params=None):
 
 
 def host_target(num_cores: int = 1) -> tvm.target.Target:
-    """The host LLVM target (this CPU: :mod:`tvmq.targets`), single-core by default (MCUs
-    have one core)."""
+    """The host LLVM target of LUT builds (this CPU: :func:`tvmq.targets.lut_host_llvm`),
+    single-core by default (MCUs have one core)."""
     import multiprocessing
 
-    from .targets import host_llvm
+    from .targets import lut_host_llvm
 
     cores = num_cores or multiprocessing.cpu_count()
-    return host_llvm(int(cores))
+    return lut_host_llvm(int(cores))
 
 
 @dataclass

@@ -63,9 +63,13 @@ def _schedule_acc(sch: Schedule, acc, isa: str = "mcu") -> None:
     c_pos = int(ann[ANNOTATION])
     order = [int(i) for i in ann["tvmq.reduce_order"]]
     depthwise = bool(int(ann["tvmq.depthwise"]))
-    if isa != "mcu" and depthwise and _depthwise_for_vectors(sch, acc, c_pos):
+    if isa != "mcu" and depthwise and _depthwise_for_vectors(sch, acc, c_pos, isa):
         return
-    if isa in ("avx2", "avxvnni") and not depthwise and _conv_for_avx2(sch, acc, c_pos, order):
+    if (
+        isa in ("avx2", "avxvnni", "avx512vnni")
+        and not depthwise
+        and _conv_for_avx2(sch, acc, c_pos, order, isa)
+    ):
         return
     loops = sch.get_loops(acc)
     n_sp = sum(1 for iv in block.iter_vars if int(iv.iter_type) == 0)
@@ -115,7 +119,7 @@ def _schedule_acc(sch: Schedule, acc, isa: str = "mcu") -> None:
             sch.unroll(r)
 
 
-def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
+def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int, isa: str = "cpu") -> bool:
     """A depthwise conv for a CPU with vector units: pixels outer, the (channels-last)
     channel loop innermost, so LLVM vectorizes it across channels (with uint8 inputs, one
     :data:`VNNI_DEPTHWISE` per 8 channels and tap); padded input and
@@ -128,6 +132,7 @@ def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
         return False
     spatial, reduce = list(loops[:n_sp]), list(loops[n_sp:])
     sch.reorder(*spatial[:-1], *reduce, spatial[-1])
+    lanes = _lanes(isa, int(sch.get(spatial[-1]).extent))
     vnni = _reads_uint8(sch, acc) and int(sch.get(spatial[-1]).extent) % 8 == 0
     for prod in sch.get_producers(acc):  # decoded weights channel-innermost, like the input
         if sch.get(prod).name_hint == "lut_decode_int":
@@ -146,7 +151,8 @@ def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int) -> bool:
     for blk in sch.get_consumers(acc):
         _try(sch.vectorize, sch.get_loops(blk)[-1])
     if vnni:
-        sch.tensorize(sch.split(sch.get_loops(acc)[-1], factors=[None, 8])[1], VNNI_DEPTHWISE)
+        intrin = VNNI512_DEPTHWISE if lanes == 16 else VNNI_DEPTHWISE
+        sch.tensorize(sch.split(sch.get_loops(acc)[-1], factors=[None, lanes])[1], intrin)
     return True
 
 
@@ -162,27 +168,30 @@ the pair is read as a ``(2, 1)`` region."""
 _VNNI_OPERAND = "int8x32" if tvm.target.codegen.llvm_version_major() >= 21 else "int32x8"
 
 
-def _dot_8xk(k: int, cols: bool):
-    """(description, implementation) of 8 output channels += ``k`` inputs x their 8 x k
+def _dot_8xk(k: int, cols: bool, n: int = 8):
+    """(description, implementation) of ``n`` output channels += ``k`` inputs x their n x k
     weights: ``k = 2`` is :data:`AVX2_DOT` (int8 inputs, weights int8 held in int16, one
     ``vpmaddwd``), ``k = 4`` :data:`VNNI_DOT` (uint8 inputs, int8 weights, one
-    ``vpdpbusd``); ``cols``: the inputs a ``(k, 1)`` region (kernel columns of a
-    one-channel input). The ``if`` branches are chosen when TVMScript parses the
-    functions."""
+    ``vpdpbusd``; ``n = 16``: the AVX-512 one, :data:`VNNI512_DOT`); ``cols``: the inputs a
+    ``(k, 1)`` region (kernel columns of a one-channel input). The ``if`` branches are
+    chosen when TVMScript parses the functions."""
     a_shape = (k, 1) if cols else (k,)
     a_dtype, b_dtype = ("int8", "int16") if k == 2 else ("uint8", "int8")
+    acc_t, bytes_t = f"int32x{n}", f"int8x{4 * n}"
+    operand_t = bytes_t if _VNNI_OPERAND == "int8x32" else acc_t
+    vnni = "llvm.x86.avx512.vpdpbusd." + ("256" if n == 8 else "512")
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer(a_shape, a_dtype, offset_factor=1),
-             b: T.Buffer((8, k), b_dtype, offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+             b: T.Buffer((n, k), b_dtype, offset_factor=1),
+             c: T.Buffer((n,), "int32", offset_factor=1)) -> None:  # fmt: skip
         with T.sblock("root"):
             if cols:
-                T.reads(c[0:8], a[0:k, 0:1], b[0:8, 0:k])
+                T.reads(c[0:n], a[0:k, 0:1], b[0:n, 0:k])
             else:
-                T.reads(c[0:8], a[0:k], b[0:8, 0:k])
-            T.writes(c[0:8])
-            for i, j in T.grid(8, k):
+                T.reads(c[0:n], a[0:k], b[0:n, 0:k])
+            T.writes(c[0:n])
+            for i, j in T.grid(n, k):
                 with T.sblock("update"):
                     vi, vj = T.axis.remap("SR", [i, j])
                     # b holds int8 values (k = 2: in int16, sign-extended at decode; the
@@ -198,14 +207,14 @@ def _dot_8xk(k: int, cols: bool):
 
     @T.prim_func(s_tir=True)
     def impl(a: T.Buffer(a_shape, a_dtype, offset_factor=1),
-             b: T.Buffer((8, k), b_dtype, offset_factor=1),
-             c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
+             b: T.Buffer((n, k), b_dtype, offset_factor=1),
+             c: T.Buffer((n,), "int32", offset_factor=1)) -> None:  # fmt: skip
         with T.sblock("root"):
             if cols:
-                T.reads(c[0:8], a[0:k, 0:1], b[0:8, 0:k])
+                T.reads(c[0:n], a[0:k, 0:1], b[0:n, 0:k])
             else:
-                T.reads(c[0:8], a[0:k], b[0:8, 0:k])
-            T.writes(c[0:8])
+                T.reads(c[0:n], a[0:k], b[0:n, 0:k])
+            T.writes(c[0:n])
             if k == 2 and cols:
                 pair = T.reinterpret("int32", T.Cast("int16x2", a.vload([0, 0], "int8x2")))
             elif k == 2:
@@ -220,10 +229,10 @@ def _dot_8xk(k: int, cols: bool):
                     T.reinterpret("int16x16", T.broadcast(pair, 8)), b.vload([0, 0], "int16x16"),
                 )  # fmt: skip
             else:
-                c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                    "int32x8", "llvm.x86.avx512.vpdpbusd.256", c.vload([0], "int32x8"),
-                    T.reinterpret(_VNNI_OPERAND, T.broadcast(quad, 8)),
-                    T.reinterpret(_VNNI_OPERAND, b.vload([0, 0], "int8x32")),
+                c[T.ramp(T.int32(0), 1, n)] = T.call_llvm_pure_intrin(
+                    acc_t, vnni, c.vload([0], acc_t),
+                    T.reinterpret(operand_t, T.broadcast(quad, n)),
+                    T.reinterpret(operand_t, b.vload([0, 0], bytes_t)),
                 )  # fmt: skip
 
     return desc, impl
@@ -240,42 +249,60 @@ VNNI_DOT_COLS = "tvmq_dot_8x4_u8i8_vnni_cols"
 TensorIntrin.register(VNNI_DOT, *_dot_8xk(4, cols=False), override=True)
 TensorIntrin.register(VNNI_DOT_COLS, *_dot_8xk(4, cols=True), override=True)
 
+VNNI512_DOT = "tvmq_dot_16x4_u8i8_vnni512"
+""":data:`VNNI_DOT` for 16 output channels, one AVX-512 VNNI ``vpdpbusd`` on zmm."""
+VNNI512_DOT_COLS = "tvmq_dot_16x4_u8i8_vnni512_cols"
+""":data:`VNNI_DOT_COLS` for 16 output channels."""
+TensorIntrin.register(VNNI512_DOT, *_dot_8xk(4, cols=False, n=16), override=True)
+TensorIntrin.register(VNNI512_DOT_COLS, *_dot_8xk(4, cols=True, n=16), override=True)
+
 VNNI_DEPTHWISE = "tvmq_mac_8_u8i8_vnni"
 """TensorIntrin: 8 channels += their uint8 input x int8 weight (a depthwise tap), one
 ``vpdpbusd`` of the zero-extended inputs and the weights held in int32 lanes: it
 multiplies and accumulates in one instruction (vpmulld + vpaddd are three)."""
 
 
-@T.prim_func(s_tir=True)
-def _mac_8_desc(a: T.Buffer((8,), "uint8", offset_factor=1),
-                b: T.Buffer((8,), "int32", offset_factor=1),
-                c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:8], b[0:8])
-        T.writes(c[0:8])
-        for i in range(8):
-            with T.sblock("update"):
-                vi = T.axis.spatial(8, i)
-                # b holds int8 values in int32 (the weights, sign-extended at decode)
-                c[vi] = c[vi] + T.cast(a[vi], "int32") * T.cast(T.cast(b[vi], "int8"), "int32")
+def _mac_n(n: int):
+    """(description, implementation) of :data:`VNNI_DEPTHWISE` for ``n`` channels (8: ymm,
+    16: AVX-512 zmm, :data:`VNNI512_DEPTHWISE`)."""
+    acc_t = f"int32x{n}"
+    operand_t = f"int8x{4 * n}" if _VNNI_OPERAND == "int8x32" else acc_t
+    vnni = "llvm.x86.avx512.vpdpbusd." + ("256" if n == 8 else "512")
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((n,), "uint8", offset_factor=1),
+             b: T.Buffer((n,), "int32", offset_factor=1),
+             c: T.Buffer((n,), "int32", offset_factor=1)) -> None:  # fmt: skip
+        with T.sblock("root"):
+            T.reads(c[0:n], a[0:n], b[0:n])
+            T.writes(c[0:n])
+            for i in range(n):
+                with T.sblock("update"):
+                    vi = T.axis.spatial(n, i)
+                    # b holds int8 values in int32 (the weights, sign-extended at decode)
+                    c[vi] = c[vi] + T.cast(a[vi], "int32") * T.cast(T.cast(b[vi], "int8"), "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((n,), "uint8", offset_factor=1),
+             b: T.Buffer((n,), "int32", offset_factor=1),
+             c: T.Buffer((n,), "int32", offset_factor=1)) -> None:  # fmt: skip
+        with T.sblock("root"):
+            T.reads(c[0:n], a[0:n], b[0:n])
+            T.writes(c[0:n])
+            # lane = (x, 0, 0, 0) . (w, sign, sign, sign) = x * w
+            c[T.ramp(T.int32(0), 1, n)] = T.call_llvm_pure_intrin(
+                acc_t, vnni, c.vload([0], acc_t),
+                T.reinterpret(operand_t, T.Cast(acc_t, a.vload([0], f"uint8x{n}"))),
+                T.reinterpret(operand_t, b.vload([0], acc_t)),
+            )  # fmt: skip
+
+    return desc, impl
 
 
-@T.prim_func(s_tir=True)
-def _mac_8_vnni(a: T.Buffer((8,), "uint8", offset_factor=1),
-                b: T.Buffer((8,), "int32", offset_factor=1),
-                c: T.Buffer((8,), "int32", offset_factor=1)) -> None:  # fmt: skip
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:8], b[0:8])
-        T.writes(c[0:8])
-        # lane = (x, 0, 0, 0) . (w, sign, sign, sign) = x * w
-        c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-            "int32x8", "llvm.x86.avx512.vpdpbusd.256", c.vload([0], "int32x8"),
-            T.reinterpret(_VNNI_OPERAND, T.Cast("int32x8", a.vload([0], "uint8x8"))),
-            T.reinterpret(_VNNI_OPERAND, b.vload([0], "int32x8")),
-        )  # fmt: skip
-
-
-TensorIntrin.register(VNNI_DEPTHWISE, _mac_8_desc, _mac_8_vnni, override=True)
+TensorIntrin.register(VNNI_DEPTHWISE, *_mac_n(8), override=True)
+VNNI512_DEPTHWISE = "tvmq_mac_16_u8i8_vnni512"
+""":data:`VNNI_DEPTHWISE` for 16 channels, one AVX-512 VNNI ``vpdpbusd`` on zmm."""
+TensorIntrin.register(VNNI512_DEPTHWISE, *_mac_n(16), override=True)
 
 
 def _reads_as(sch: Schedule, block, buffer_name: str) -> list | None:
@@ -289,7 +316,7 @@ def _reads_as(sch: Schedule, block, buffer_name: str) -> list | None:
     return None
 
 
-def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
+def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int], isa: str = "avx2") -> bool:
     """A regular channels-last conv for an x86 core with AVX2: per output pixel, every
     output channel accumulates in registers, 8 channels x 2 input channels per
     ``vpmaddwd`` (:data:`AVX2_DOT`); the decoded weights are stored ``(kh, kw, c/2, o,
@@ -330,19 +357,20 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
         return False
     vnni = _reads_uint8(sch, acc)  # an unsigned_inputs kernel: vpdpbusd, 4 inputs a time
     step = VNNI_INPUTS if vnni else 2
+    lanes = _lanes(isa, int(sch.get(spatial[3]).extent)) if vnni else 8
     if int(sch.get(rc).extent) % step == 0:  # pairs (quads) of input channels
         sch.transform_layout(decode, ("write", 0), lambda *i: (
             i[ph], i[pw], i[pc] // step, i[po], i[pc] % step))  # fmt: skip
         rc2, rj = sch.split(rc, factors=[None, step])
-        sch.reorder(*spatial[:3], rh, rw, rc2, *_split_o(sch, spatial[3]), rj)
-        intrin = VNNI_DOT if vnni else AVX2_DOT
+        sch.reorder(*spatial[:3], rh, rw, rc2, *_split_o(sch, spatial[3], lanes), rj)
+        intrin = (VNNI512_DOT if lanes == 16 else VNNI_DOT) if vnni else AVX2_DOT
     elif int(sch.get(rc).extent) == 1 and int(sch.get(rw).extent) % step == 0:
         # one input channel (a first layer): neighbouring kernel columns
         sch.transform_layout(decode, ("write", 0), lambda *i: (
             i[ph], i[pw] // step, i[pc], i[po], i[pw] % step))  # fmt: skip
         rw2, rj = sch.split(rw, factors=[None, step])
-        sch.reorder(*spatial[:3], rh, rw2, rc, *_split_o(sch, spatial[3]), rj)
-        intrin = VNNI_DOT_COLS if vnni else AVX2_DOT_COLS
+        sch.reorder(*spatial[:3], rh, rw2, rc, *_split_o(sch, spatial[3], lanes), rj)
+        intrin = (VNNI512_DOT_COLS if lanes == 16 else VNNI_DOT_COLS) if vnni else AVX2_DOT_COLS
     else:
         return False
     if not vnni:
@@ -351,7 +379,7 @@ def _conv_for_avx2(sch: Schedule, acc, c_pos: int, order: list[int]) -> bool:
         sch.unsafe_set_dtype(decode, 0, "int16")
     for blk in sch.get_producers(acc):  # the int8 -> uint8 offset, vectorized
         _vectorize_offset(sch, blk)
-    if intrin in (VNNI_DOT, AVX2_DOT):
+    if intrin in (VNNI_DOT, VNNI512_DOT, AVX2_DOT):
         # one byte load per codes of a byte, shifts constant: 8.0 -> 5.5 us per KWS
         # pointwise conv (LLVM's own vectorization of the decode gathered byte by byte;
         # on the one-channel first layer it is the faster one, 3.5 vs 4.6 us)
@@ -389,9 +417,15 @@ def _vectorize_offset(sch: Schedule, block) -> None:
                 _try(sch.vectorize, sch.get_loops(block)[-1])
 
 
-def _split_o(sch: Schedule, loop):
-    """Output channels in blocks of 8: the (outer, inner) loops."""
-    return sch.split(loop, factors=[None, 8])
+def _split_o(sch: Schedule, loop, lanes: int = 8):
+    """Output channels in blocks of ``lanes``: the (outer, inner) loops."""
+    return sch.split(loop, factors=[None, lanes])
+
+
+def _lanes(isa: str, channels: int) -> int:
+    """int32 lanes per vector for ``channels`` channels: 16 (a zmm register) on AVX-512
+    VNNI when they divide the channels, else 8 (ymm)."""
+    return 16 if isa == "avx512vnni" and channels % 16 == 0 else 8
 
 
 def _channel_last(sch: Schedule, decode):
@@ -444,16 +478,16 @@ def _unroll_codes_of_a_byte(sch: Schedule, decode) -> None:
     sch.unroll(inner)
 
 
-ISAS = ("mcu", "cpu", "avx2", "avxvnni")
+ISAS = ("mcu", "cpu", "avx2", "avxvnni", "avx512vnni")
 """What a schedule is for: a microcontroller (scalar core, the C printer's dot products),
-a host CPU with vector units, an x86 host with AVX2, or one with AVX2 and AVX-VNNI
-(:func:`schedule_isa`)."""
+a host CPU with vector units, an x86 host with AVX2, one with AVX2 and AVX-VNNI, or one
+with AVX-512 VNNI (16 int32 lanes per ``vpdpbusd``) (:func:`schedule_isa`)."""
 
 
 def unsigned_inputs_for(isa: str) -> bool:
     """Whether the regular convs for ``isa`` take uint8 inputs (the legalizer's
     ``unsigned_inputs``): on AVX-VNNI, whose ``vpdpbusd`` multiplies uint8 by int8."""
-    return isa == "avxvnni"
+    return isa in ("avxvnni", "avx512vnni")
 
 
 def schedule_primfunc(func: tirx.PrimFunc, isa: str = "mcu") -> tirx.PrimFunc:
@@ -498,9 +532,9 @@ def schedule_host(mod: tvm.IRModule, target=None) -> tvm.IRModule:
     except depthwise convs, which vectorize across channels (:func:`_depthwise_for_vectors`),
     and on AVX2 / AVX-VNNI the regular convs (:func:`_conv_for_avx2`)."""
     if target is None:
-        from ..targets import host_llvm
+        from ..targets import lut_host_llvm
 
-        target = host_llvm()
+        target = lut_host_llvm()
     return schedule_mcu(mod, schedule_isa(target))
 
 
@@ -513,14 +547,16 @@ def is_mcu_target(target) -> bool:
 
 def schedule_isa(target) -> str:
     """The :data:`ISAS` entry for ``target``: ``"mcu"`` for a microcontroller,
-    ``"avxvnni"`` / ``"avx2"`` for an LLVM target whose CPU has AVX-VNNI / AVX2, else
-    ``"cpu"``."""
+    ``"avx512vnni"`` / ``"avxvnni"`` / ``"avx2"`` for an LLVM target whose CPU has AVX-512
+    VNNI (with BW and VL) / AVX-VNNI / AVX2, else ``"cpu"``."""
     if target is None or is_mcu_target(target):
         return "mcu"
     if target.kind.name == "llvm":
         from tvm.target.codegen import llvm_cpu_has_features
 
         try:
+            if llvm_cpu_has_features(["avx512vnni", "avx512bw", "avx512vl"], target):
+                return "avx512vnni"
             if llvm_cpu_has_features(["avx2"], target):
                 return "avxvnni" if llvm_cpu_has_features(["avxvnni"], target) else "avx2"
         except tvm.TVMError:  # not an x86 LLVM target: no AVX2 schedule
