@@ -17,6 +17,10 @@ AVX-512 extensions that depend on it (measured, KWS W4A8 LUT model on the 2-core
 here: generic x86-64 595 us, this CPU exact 314 us, with FMA 262 us). AVX-VNNI (the VEX
 ``vpdpbusd``, which needs only AVX2) is added back when the CPU has it: the integer
 convs use it (:func:`tvmq.backend.schedule.unsigned_inputs_for`).
+
+LUT models build for :func:`lut_host_llvm` instead: on a CPU with AVX-512 VNNI it keeps
+FMA (and so AVX-512: 16 channels per ``vpdpbusd``), and tvmq's pipeline fences every float
+product (:mod:`tvmq.backend.fence`), which keeps it bit-exact too.
 """
 
 from __future__ import annotations
