@@ -168,13 +168,13 @@ the pair is read as a ``(2, 1)`` region."""
 _VNNI_OPERAND = "int8x32" if tvm.target.codegen.llvm_version_major() >= 21 else "int32x8"
 
 
-def _dot_8xk(k: int, cols: bool, n: int = 8):
+def _dot_nxk(k: int, cols: bool, n: int = 8):
     """(description, implementation) of ``n`` output channels += ``k`` inputs x their n x k
-    weights: ``k = 2`` is :data:`AVX2_DOT` (int8 inputs, weights int8 held in int16, one
-    ``vpmaddwd``), ``k = 4`` :data:`VNNI_DOT` (uint8 inputs, int8 weights, one
-    ``vpdpbusd``; ``n = 16``: the AVX-512 one, :data:`VNNI512_DOT`); ``cols``: the inputs a
-    ``(k, 1)`` region (kernel columns of a one-channel input). The ``if`` branches are
-    chosen when TVMScript parses the functions."""
+    weights: ``k = 2`` is :data:`AVX2_DOT` (``n = 8`` only; int8 inputs, weights int8 held
+    in int16, one ``vpmaddwd``), ``k = 4`` :data:`VNNI_DOT` (uint8 inputs, int8 weights,
+    one ``vpdpbusd``; ``n = 16``: the AVX-512 one, :data:`VNNI512_DOT`); ``cols``: the
+    inputs a ``(k, 1)`` region (kernel columns of a one-channel input). The ``if``
+    branches are chosen when TVMScript parses the functions."""
     a_shape = (k, 1) if cols else (k,)
     a_dtype, b_dtype = ("int8", "int16") if k == 2 else ("uint8", "int8")
     acc_t, bytes_t = f"int32x{n}", f"int8x{4 * n}"
@@ -238,23 +238,23 @@ def _dot_8xk(k: int, cols: bool, n: int = 8):
     return desc, impl
 
 
-TensorIntrin.register(AVX2_DOT, *_dot_8xk(2, cols=False), override=True)
-TensorIntrin.register(AVX2_DOT_COLS, *_dot_8xk(2, cols=True), override=True)
+TensorIntrin.register(AVX2_DOT, *_dot_nxk(2, cols=False), override=True)
+TensorIntrin.register(AVX2_DOT_COLS, *_dot_nxk(2, cols=True), override=True)
 
 VNNI_DOT = "tvmq_dot_8x4_u8i8_vnni"
 """TensorIntrin: 8 output channels += 4 uint8 inputs x their 8 x 4 int8 weights into int32,
 one AVX-VNNI ``vpdpbusd`` (the kernels of :func:`unsigned_inputs_for` read uint8)."""
 VNNI_DOT_COLS = "tvmq_dot_8x4_u8i8_vnni_cols"
 """:data:`VNNI_DOT` for four neighbouring kernel columns of a one-channel input."""
-TensorIntrin.register(VNNI_DOT, *_dot_8xk(4, cols=False), override=True)
-TensorIntrin.register(VNNI_DOT_COLS, *_dot_8xk(4, cols=True), override=True)
+TensorIntrin.register(VNNI_DOT, *_dot_nxk(4, cols=False), override=True)
+TensorIntrin.register(VNNI_DOT_COLS, *_dot_nxk(4, cols=True), override=True)
 
 VNNI512_DOT = "tvmq_dot_16x4_u8i8_vnni512"
 """:data:`VNNI_DOT` for 16 output channels, one AVX-512 VNNI ``vpdpbusd`` on zmm."""
 VNNI512_DOT_COLS = "tvmq_dot_16x4_u8i8_vnni512_cols"
 """:data:`VNNI_DOT_COLS` for 16 output channels."""
-TensorIntrin.register(VNNI512_DOT, *_dot_8xk(4, cols=False, n=16), override=True)
-TensorIntrin.register(VNNI512_DOT_COLS, *_dot_8xk(4, cols=True, n=16), override=True)
+TensorIntrin.register(VNNI512_DOT, *_dot_nxk(4, cols=False, n=16), override=True)
+TensorIntrin.register(VNNI512_DOT_COLS, *_dot_nxk(4, cols=True, n=16), override=True)
 
 VNNI_DEPTHWISE = "tvmq_mac_8_u8i8_vnni"
 """TensorIntrin: 8 channels += their uint8 input x int8 weight (a depthwise tap), one
