@@ -58,6 +58,11 @@ def host_llvm(num_cores: int = 1, *, exact: bool = True):
     return tvm.target.Target(spec)
 
 
+AVX512_VNNI = ("avx512vnni", "avx512bw", "avx512vl")
+"""The LLVM features tvmq's 16-lane ``vpdpbusd`` kernels need
+(:func:`tvmq.backend.schedule.schedule_isa`)."""
+
+
 def lut_host_llvm(num_cores: int = 1):
     """The host target tvmq builds LUT models for (:func:`tvmq.pipeline.lut_pipeline`):
     on an x86 CPU with AVX-512 VNNI (and BW, VL) this CPU with all its features, FMA
@@ -67,17 +72,15 @@ def lut_host_llvm(num_cores: int = 1):
     them (:mod:`tvmq.backend.fence`). Any other CPU, or ``TVMQ_HOST_MCPU`` set:
     :func:`host_llvm`. Builds outside tvmq's pipeline (calibration, the float model) use
     :func:`host_llvm`."""
-    import tvm
-
     cpu = host_cpu()
     if (
         cpu is None
         or "TVMQ_HOST_MCPU" in os.environ
         or platform.machine().lower() not in ("x86_64", "amd64")
-        or not all(_host_has(f) for f in ("avx512vnni", "avx512bw", "avx512vl", "fma"))
+        or not all(_host_has(f) for f in (*AVX512_VNNI, "fma"))
     ):
         return host_llvm(num_cores)
-    return tvm.target.Target({"kind": "llvm", "num-cores": int(num_cores), "mcpu": cpu})
+    return host_llvm(num_cores, exact=False)
 
 
 def _host_has(feature: str) -> bool:

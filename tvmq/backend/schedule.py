@@ -122,7 +122,8 @@ def _schedule_acc(sch: Schedule, acc, isa: str = "mcu") -> None:
 def _depthwise_for_vectors(sch: Schedule, acc, c_pos: int, isa: str = "cpu") -> bool:
     """A depthwise conv for a CPU with vector units: pixels outer, the (channels-last)
     channel loop innermost, so LLVM vectorizes it across channels (with uint8 inputs, one
-    :data:`VNNI_DEPTHWISE` per 8 channels and tap); padded input and
+    :data:`VNNI_DEPTHWISE` per 8 channels and tap, :data:`VNNI512_DEPTHWISE` per 16 on
+    AVX-512 VNNI); padded input and
     decoded weights computed once, the window unrolled, the epilogue per pixel. (The MCU
     schedule walks one channel at a time: right for a scalar core, 1.9x slower here on the
     KWS depthwise layers.) False, nothing changed, unless channels are the last axis."""
@@ -555,7 +556,9 @@ def schedule_isa(target) -> str:
         from tvm.target.codegen import llvm_cpu_has_features
 
         try:
-            if llvm_cpu_has_features(["avx512vnni", "avx512bw", "avx512vl"], target):
+            from ..targets import AVX512_VNNI
+
+            if llvm_cpu_has_features(list(AVX512_VNNI), target):
                 return "avx512vnni"
             if llvm_cpu_has_features(["avx2"], target):
                 return "avxvnni" if llvm_cpu_has_features(["avxvnni"], target) else "avx2"
