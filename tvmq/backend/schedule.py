@@ -169,6 +169,15 @@ the pair is read as a ``(2, 1)`` region."""
 _VNNI_OPERAND = "int8x32" if tvm.target.codegen.llvm_version_major() >= 21 else "int32x8"
 
 
+def _vnni_types(n: int) -> tuple[str, str, str]:
+    """``(accumulator dtype, operand dtype, LLVM intrinsic)`` of a ``vpdpbusd`` on ``n``
+    int32 lanes (8: ymm, 16: zmm); the operand type is the one this LLVM's intrinsic
+    declares (:data:`_VNNI_OPERAND`)."""
+    acc_t = f"int32x{n}"
+    operand_t = f"int8x{4 * n}" if _VNNI_OPERAND == "int8x32" else acc_t
+    return acc_t, operand_t, "llvm.x86.avx512.vpdpbusd." + ("256" if n == 8 else "512")
+
+
 def _dot_nxk(k: int, cols: bool, n: int = 8):
     """(description, implementation) of ``n`` output channels += ``k`` inputs x their n x k
     weights: ``k = 2`` is :data:`AVX2_DOT` (``n = 8`` only; int8 inputs, weights int8 held
@@ -178,9 +187,8 @@ def _dot_nxk(k: int, cols: bool, n: int = 8):
     branches are chosen when TVMScript parses the functions."""
     a_shape = (k, 1) if cols else (k,)
     a_dtype, b_dtype = ("int8", "int16") if k == 2 else ("uint8", "int8")
-    acc_t, bytes_t = f"int32x{n}", f"int8x{4 * n}"
-    operand_t = bytes_t if _VNNI_OPERAND == "int8x32" else acc_t
-    vnni = "llvm.x86.avx512.vpdpbusd." + ("256" if n == 8 else "512")
+    acc_t, operand_t, vnni = _vnni_types(n)
+    bytes_t = f"int8x{4 * n}"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer(a_shape, a_dtype, offset_factor=1),
@@ -266,9 +274,7 @@ multiplies and accumulates in one instruction (vpmulld + vpaddd are three)."""
 def _mac_n(n: int):
     """(description, implementation) of :data:`VNNI_DEPTHWISE` for ``n`` channels (8: ymm,
     16: AVX-512 zmm, :data:`VNNI512_DEPTHWISE`)."""
-    acc_t = f"int32x{n}"
-    operand_t = f"int8x{4 * n}" if _VNNI_OPERAND == "int8x32" else acc_t
-    vnni = "llvm.x86.avx512.vpdpbusd." + ("256" if n == 8 else "512")
+    acc_t, operand_t, vnni = _vnni_types(n)
 
     @T.prim_func(s_tir=True)
     def desc(a: T.Buffer((n,), "uint8", offset_factor=1),
