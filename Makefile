@@ -46,9 +46,12 @@ test: setup
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# accuracy grid rows in this many one-thread processes (the grid is the same for any)
+BENCH_JOBS ?= $(shell nproc)
+
 bench: setup
 	@$(PY) -c "import ai_edge_litert" 2>/dev/null || $(PY) -m pip install -q "ai-edge-litert==2.3.0"
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run --jobs $(BENCH_JOBS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

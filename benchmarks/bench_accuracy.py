@@ -22,6 +22,8 @@ of the uniform 3-bit model).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -151,6 +153,60 @@ def _model_data(name: str, fast: bool):
     return meta, x, y, calibration_set(meta["dataset"], 256), load_model(zoo.model_path(name))
 
 
+_WORKER: dict = {}
+"""A grid worker process's model, data and float accuracy (set by :func:`_worker_init`)."""
+ONE_THREAD = {v: "1" for v in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+"""The environment of a grid worker: one thread each, ``jobs`` workers share the cores."""
+
+
+def _worker_init(name: str, fast: bool, float_acc: float) -> None:
+    # an initializer that raises makes the pool start workers forever: keep the error and
+    # raise it from the first task instead, so it reaches the parent
+    try:
+        _meta, x, y, calib, mod = _model_data(name, fast)
+    except Exception as exc:
+        _WORKER["error"] = f"grid worker could not load {name}: {type(exc).__name__}: {exc}"
+        return
+    _WORKER.update(mod=mod, calib=calib, x=x, y=y, float_acc=float_acc)
+
+
+def _worker_row(spec: tuple) -> tuple[tuple, dict]:
+    w = _WORKER
+    if "error" in w:
+        raise RuntimeError(w["error"])
+    return spec, _row(w["mod"], spec, w["calib"], w["x"], w["y"], w["float_acc"])
+
+
+def measure_rows(name: str, fast: bool, specs: list, float_acc: float, jobs: int = 1,
+                 data=None):  # fmt: skip
+    """``(spec, row)`` of each grid spec of model ``name``, as they finish: in this process
+    (``jobs`` 1; ``data`` = ``(mod, calib, x, y)`` when already loaded), else in ``jobs``
+    spawned one-thread processes, each loading the model and data once. Rows are
+    independent and deterministic (the same calibration set, seed 0, in every process),
+    so a grid measured with any ``jobs`` is the same grid."""
+    if jobs <= 1 or len(specs) <= 1:
+        if data is None:
+            _meta, x, y, calib, mod = _model_data(name, fast)
+        else:
+            mod, calib, x, y = data
+        for spec in specs:
+            yield spec, _row(mod, spec, calib, x, y, float_acc)
+        return
+    saved = {k: os.environ.get(k) for k in ONE_THREAD}
+    os.environ.update(ONE_THREAD)  # inherited by the spawned workers
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(min(jobs, len(specs)), _worker_init, (name, fast, float_acc))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with pool:
+        yield from pool.imap_unordered(_worker_row, [tuple(sp) for sp in specs])
+
+
 def _resumed(out_dir: Path, fast: bool) -> tuple[dict, dict]:
     """``(finished models, {model: {spec: row}})`` of the ``accuracy.partial.json`` in
     ``out_dir`` when it was written with the same ``fast`` and PTQ settings, else empty."""
@@ -165,10 +221,13 @@ def _resumed(out_dir: Path, fast: bool) -> tuple[dict, dict]:
     return saved.get("models", {}), rows
 
 
-def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=False) -> dict:
+def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=False,
+        jobs: int = 1) -> dict:  # fmt: skip
     """The grid for ``models`` (default: every shipped model); ``resume``: keep the models
     and rows of a stopped run's ``accuracy.partial.json`` (same ``fast`` and PTQ) and
-    measure only the rest."""
+    measure only the rest; ``jobs``: grid and TENT rows in that many one-thread processes
+    (:func:`measure_rows`; the mixed row and the calibration draws run here after them).
+    TENT's k-means rows that are grid rows (same spec) are taken from the grid."""
     results: dict = {"models": {}, "fast": fast, "ptq": PTQ_ON}
     out_dir.mkdir(parents=True, exist_ok=True)
     finished, measured = _resumed(out_dir, fast) if resume else ({}, {})
@@ -188,13 +247,19 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
         t0 = time.time()
         first = quantize(mod, QuantConfig(weight={"scheme": "uniform", "bits": 8}))
         float_acc = accuracy(first.run_float, x, y)
-        rows = []
-        done = measured.get(name, {})
-        for spec in _grid(fast):
-            rows.append(done.get(spec) or _row(mod, spec, calib, x, y, float_acc))
+        grid = list(_grid(fast))
+        extra = [sp for sp in TENT_ROWS if sp not in grid] if name == TENT_MODEL else []
+        got = dict(measured.get(name, {}))
+        todo = [sp for sp in grid + extra if sp not in got]
+        for _ in range(total_rows(fast, [name]) - 2 - len(todo)):  # kept or shared rows
             if progress is not None:
                 progress()
-            save_partial(name, rows)
+        for spec, row in measure_rows(name, fast, todo, float_acc, jobs, (mod, calib, x, y)):
+            got[spec] = row
+            if progress is not None:
+                progress()
+            save_partial(name, [got[sp] for sp in grid + extra if sp in got])
+        rows = [got[sp] for sp in grid]
         # mixed precision: the byte budget of the uniform 3-bit model (the one with A8)
         ref = next((r for r in rows if _spec_of(r) == ("uniform", 3, 3, False, "channel")
                     and "error" not in r), None)  # fmt: skip
@@ -205,13 +270,7 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
             mixed["a_bits"] = 8
         if progress is not None:
             progress()
-        tent = []
-        if name == TENT_MODEL:
-            for spec in TENT_ROWS:
-                tent.append(_row(mod, spec, calib, x, y, float_acc))
-                if progress is not None:
-                    progress()
-                save_partial(name, rows + tent)
+        tent = [got[sp] for sp in TENT_ROWS] if name == TENT_MODEL else []
         draws = calibration_draws(mod, meta["dataset"], x, y, float_acc, rows)
         if progress is not None:
             progress()
@@ -325,7 +384,9 @@ def goals_markdown(res: dict) -> str:
 
 
 def plot(m: dict, name: str, path: Path) -> None:
-    """Accuracy vs weight bits per scheme (W = A bits; PTQ solid, without dashed)."""
+    """Points lost vs weight bits per scheme, at W = A bits and at A8 side by side (PTQ
+    solid, without dashed; symmetric-log axis, so both a 0.2-point gap at 4 bits and a
+    collapse at 2 bits show)."""
     import io
 
     import matplotlib
@@ -333,28 +394,33 @@ def plot(m: dict, name: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110, sharey=True)
     colors = dict(zip(SCHEMES, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    for scheme in SCHEMES:
-        for ptq, style in ((True, "-"), (False, "--")):
-            pts = sorted(
-                (r["w_bits"], 100 * r["accuracy"])
-                for r in m["rows"]
-                if r["scheme"] == scheme and r["ptq"] == ptq and "accuracy" in r
-                and r["a_bits"] == r["w_bits"]
-            )  # fmt: skip
-            if pts:
-                bx, by = zip(*pts, strict=True)
-                label = f"{scheme}{' + PTQ' if ptq else ''}"
-                ax.plot(bx, by, style, marker="o", ms=3, color=colors[scheme], label=label)
-    ax.axhline(100 * m["float_accuracy"], color="k", lw=0.8, label="float")
-    ax.set_xlabel("bits (weights = activations)")
-    ax.set_ylabel("top-1 accuracy %")
-    ax.set_title(f"{name}: {m['test_samples']} test samples")
-    lo = min([100 * r["accuracy"] for r in m["rows"] if "accuracy" in r] + [100])
-    ax.set_ylim(max(lo - 2, 0), 100 * m["float_accuracy"] + 2)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+    panels = (("W = A bits", lambda r: r["a_bits"] == r["w_bits"]),
+              ("A = 8 bits", lambda r: r["a_bits"] == 8))  # fmt: skip
+    for ax, (title, keep) in zip(axes, panels, strict=True):
+        for scheme in SCHEMES:
+            for ptq, style in ((True, "-"), (False, "--")):
+                pts = sorted(
+                    (r["w_bits"], r["drop_points"])
+                    for r in m["rows"]
+                    if r["scheme"] == scheme and r["ptq"] == ptq and "accuracy" in r and keep(r)
+                )  # fmt: skip
+                if pts:
+                    bx, by = zip(*pts, strict=True)
+                    label = f"{scheme}{' + PTQ' if ptq else ''}"
+                    ax.plot(bx, by, style, marker="o", ms=3, color=colors[scheme], label=label)
+        ax.axhline(0, color="k", lw=0.8, label="float")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_xlabel("weight bits")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("points lost vs float (symlog)")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(
+        f"{name}: float {100 * m['float_accuracy']:.2f} %, {m['test_samples']} test samples",
+        fontsize=10,
+    )
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")

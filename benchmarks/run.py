@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy.partial.json in --out and measure only the rest",
     )  # fmt: skip
     parser.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="accuracy grid: measure rows in N one-thread processes (rows are independent "
+        "and deterministic: the same grid; default 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--trials", type=int, default=None,
         help="tuning benchmark: trials per model (default 300, --fast 32)",
     )  # fmt: skip
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             task = bar.add_task("PTQ accuracy (shipped models)", total=grid)
             acc = bench_accuracy.run(
                 args.out, args.fast, progress=lambda: bar.advance(task), models=args.zoo_models,
-                resume=args.resume,
+                resume=args.resume, jobs=args.jobs,
             )  # fmt: skip
         atomic_write_json(args.out / "accuracy.json", acc)
         atomic_write_text(args.out / "accuracy.md", bench_accuracy.markdown(acc))

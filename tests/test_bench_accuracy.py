@@ -1,6 +1,8 @@
 """The accuracy benchmark's report (Markdown and plot) from a results dict of the shape
 ``benchmarks.bench_accuracy.run`` writes; the grid itself runs in ``make bench``."""
 
+import pytest
+
 from benchmarks import bench_accuracy as b
 
 
@@ -108,3 +110,26 @@ def test_resume_keeps_what_a_stopped_grid_measured(tmp_path, monkeypatch):
     measured.clear()
     b.run(tmp_path, fast=True, models=["imu_cnn1d"], resume=True)
     assert [s for s in measured if s in b.GRID_FAST] == b.GRID_FAST
+
+
+def test_grid_rows_from_two_processes_equal_the_serial_ones():
+    """``--jobs 2`` measures the same grid: rows from spawned one-thread workers (each
+    loading the model and data itself) equal the ones measured in this process."""
+    specs = [("uniform", 8, 8, False, "channel"), ("kmeans", 2, 8, False, "channel")]
+
+    def rows(jobs):
+        got = dict(b.measure_rows("imu_cnn1d", True, specs, 0.86, jobs=jobs))
+        return {sp: {k: v for k, v in r.items() if k != "seconds"} for sp, r in got.items()}
+
+    serial, parallel = rows(1), rows(2)
+    assert set(parallel) == set(specs)
+    assert all("error" not in r and 0.3 < r["accuracy"] <= 1 for r in serial.values())
+    assert parallel == serial
+
+
+def test_a_grid_worker_that_cannot_load_its_model_stops_the_grid():
+    """A worker whose set-up fails raises in the parent (a failing pool initializer
+    would restart workers forever)."""
+    specs = [("uniform", 8, 8, False, "channel"), ("uniform", 4, 4, False, "channel")]
+    with pytest.raises(RuntimeError, match="grid worker could not load no_such_model"):
+        list(b.measure_rows("no_such_model", True, specs, 0.9, jobs=2))
