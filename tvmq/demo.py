@@ -306,8 +306,9 @@ def run(out_dir: Path, bits: tuple[int, ...], console: Console, tune_trials: int
     console.print(f"results written to [bold]{path}[/] in {results['seconds']} s")
     console.print(
         "[dim]MLP sizes are what the LUT kernels store: packed codes plus float32 level "
-        "tables. Accuracy of every scheme x bit width on the ConvNet: make bench "
-        "(bench_results/accuracy.md).[/]"
+        "tables. Accuracy of every scheme x bit width on the four shipped models, full "
+        "test sets: benchmarks/results/accuracy_full_grid.md (make bench measures it "
+        "again into bench_results/accuracy.md).[/]"
     )
     return results
 
