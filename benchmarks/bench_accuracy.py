@@ -116,19 +116,16 @@ def _row(mod, spec, calib, x, y, float_acc, budget=None, input_bits=None, levels
 
 
 DRAW_SPEC = ("kmeans", 4, 4, True, "channel")
+MIXED_SPEC = ("kmeans", 4, 8, True, "channel")
+"""The mixed-precision row: k-means + PTQ, A8, 4 bits where the weight budget allows."""
 DRAW_SEEDS = (0, 1, 2)
 
 
-def calibration_draws(mod, dataset: str, x, y, float_acc: float, rows: list) -> dict:
-    """Row :data:`DRAW_SPEC` over independent calibration draws (:data:`DRAW_SEEDS`; the
-    seed-0 draw is the grid's, taken from ``rows`` when it is there): how much of a
-    difference between rows is the calibration set's luck."""
-    drops = []
-    for seed in DRAW_SEEDS:
-        known = next((r for r in rows if seed == 0 and _spec_of(r) == DRAW_SPEC), None)
-        row = known or _row(mod, DRAW_SPEC, calibration_set(dataset, 256, seed=seed), x, y,
-                            float_acc)  # fmt: skip
-        drops.append(row.get("drop_points"))
+def calibration_draws(drops: dict) -> dict:
+    """Row :data:`DRAW_SPEC` over independent calibration draws: ``drops`` maps each seed
+    of :data:`DRAW_SEEDS` to its points lost (None: an error); how much of a difference
+    between rows is the calibration set's luck."""
+    drops = [drops.get(seed) for seed in DRAW_SEEDS]
     ok = [d for d in drops if d is not None]
     return {
         "spec": list(DRAW_SPEC),
@@ -163,40 +160,51 @@ def _worker_init(name: str, fast: bool, float_acc: float) -> None:
     # an initializer that raises makes the pool start workers forever: keep the error and
     # raise it from the first task instead, so it reaches the parent
     try:
-        _meta, x, y, calib, mod = _model_data(name, fast)
+        _WORKER["data"] = _model_data(name, fast)
     except Exception as exc:
         _WORKER["error"] = f"grid worker could not load {name}: {type(exc).__name__}: {exc}"
         return
-    _WORKER.update(mod=mod, calib=calib, x=x, y=y, float_acc=float_acc)
+    _WORKER["float_acc"] = float_acc
 
 
-def _worker_row(spec: tuple) -> tuple[tuple, dict]:
+def _task_row(data, float_acc: float, task: tuple) -> dict:
+    """:func:`_row` of a ``(spec, options)`` task: ``options`` are ``_row``'s keywords,
+    plus ``calib_seed`` for another calibration draw than the model's default (seed 0)."""
+    meta, x, y, calib, mod = data
+    spec, opts = task
+    opts = dict(opts)
+    seed = opts.pop("calib_seed", None)
+    if seed is not None:
+        calib = calibration_set(meta["dataset"], 256, seed=seed)
+    return _row(mod, tuple(spec), calib, x, y, float_acc, **opts)
+
+
+def _worker_row(item: tuple) -> tuple[int, dict]:
     w = _WORKER
     if "error" in w:
         raise RuntimeError(w["error"])
-    return spec, _row(w["mod"], spec, w["calib"], w["x"], w["y"], w["float_acc"])
+    i, task = item
+    return i, _task_row(w["data"], w["float_acc"], task)
 
 
-def measure_rows(name: str, fast: bool, specs: list, float_acc: float, jobs: int = 1,
+def measure_rows(name: str, fast: bool, tasks: list, float_acc: float, jobs: int = 1,
                  data=None):  # fmt: skip
-    """``(spec, row)`` of each grid spec of model ``name``, as they finish: in this process
-    (``jobs`` 1; ``data`` = ``(mod, calib, x, y)`` when already loaded), else in ``jobs``
-    spawned one-thread processes, each loading the model and data once. Rows are
-    independent and deterministic (the same calibration set, seed 0, in every process),
-    so a grid measured with any ``jobs`` is the same grid."""
-    if jobs <= 1 or len(specs) <= 1:
-        if data is None:
-            _meta, x, y, calib, mod = _model_data(name, fast)
-        else:
-            mod, calib, x, y = data
-        for spec in specs:
-            yield spec, _row(mod, spec, calib, x, y, float_acc)
+    """``(index, row)`` of each ``(spec, options)`` task of model ``name`` (see
+    :func:`_task_row`), as they finish: in this process (``jobs`` 1; ``data``: what
+    :func:`_model_data` gives, when already loaded), else in ``jobs`` spawned one-thread
+    processes, each loading the model and data once. Rows are independent and
+    deterministic (the calibration draw is in the task), so any ``jobs`` gives the same
+    rows. A script calling this with ``jobs > 1`` needs its ``__main__`` guard."""
+    if jobs <= 1 or len(tasks) <= 1:
+        data = data if data is not None else _model_data(name, fast)
+        for i, task in enumerate(tasks):
+            yield i, _task_row(data, float_acc, task)
         return
     saved = {k: os.environ.get(k) for k in ONE_THREAD}
     os.environ.update(ONE_THREAD)  # inherited by the spawned workers
     try:
         ctx = multiprocessing.get_context("spawn")
-        pool = ctx.Pool(min(jobs, len(specs)), _worker_init, (name, fast, float_acc))
+        pool = ctx.Pool(min(jobs, len(tasks)), _worker_init, (name, fast, float_acc))
     finally:
         for k, v in saved.items():
             if v is None:
@@ -204,7 +212,7 @@ def measure_rows(name: str, fast: bool, specs: list, float_acc: float, jobs: int
             else:
                 os.environ[k] = v
     with pool:
-        yield from pool.imap_unordered(_worker_row, [tuple(sp) for sp in specs])
+        yield from pool.imap_unordered(_worker_row, list(enumerate(tasks)))
 
 
 def _resumed(out_dir: Path, fast: bool) -> tuple[dict, dict]:
@@ -243,7 +251,8 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
                 if progress is not None:
                     progress()
             continue
-        meta, x, y, calib, mod = _model_data(name, fast)
+        data = _model_data(name, fast)
+        meta, x, y, _calib, mod = data
         t0 = time.time()
         first = quantize(mod, QuantConfig(weight={"scheme": "uniform", "bits": 8}))
         float_acc = accuracy(first.run_float, x, y)
@@ -254,8 +263,9 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
         for _ in range(total_rows(fast, [name]) - 2 - len(todo)):  # kept or shared rows
             if progress is not None:
                 progress()
-        for spec, row in measure_rows(name, fast, todo, float_acc, jobs, (mod, calib, x, y)):
-            got[spec] = row
+        tasks = [(sp, {}) for sp in todo]
+        for i, row in measure_rows(name, fast, tasks, float_acc, jobs, data):
+            got[todo[i]] = row
             if progress is not None:
                 progress()
             save_partial(name, [got[sp] for sp in grid + extra if sp in got])
@@ -264,16 +274,30 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
         ref = next((r for r in rows if _spec_of(r) == ("uniform", 3, 3, False, "channel")
                     and "error" not in r), None)  # fmt: skip
         budget = ref["weight_bytes"] if ref else None
+        # then the mixed row and the calibration draws (seed 0's is the grid's), together
+        drops = {0: got[DRAW_SPEC].get("drop_points")} if DRAW_SPEC in got else {}
+        tasks = [(MIXED_SPEC, {"budget": budget})] if budget else []
+        tasks += [(DRAW_SPEC, {"calib_seed": sd}) for sd in DRAW_SEEDS if sd not in drops]
+        n_draws = len(tasks) - bool(budget)
         mixed = None
-        if budget:
-            mixed = _row(mod, ("kmeans", 4, 8, True, "channel"), calib, x, y, float_acc, budget)
-            mixed["a_bits"] = 8
-        if progress is not None:
-            progress()
+
+        def tick():
+            if progress is not None:
+                progress()
+
+        for _ in range((not budget) + (not n_draws)):  # nothing to measure for these
+            tick()
+        for i, row in measure_rows(name, fast, tasks, float_acc, jobs, data):
+            if "budget" in tasks[i][1]:
+                mixed = {**row, "a_bits": 8}
+                tick()
+            else:
+                drops[tasks[i][1]["calib_seed"]] = row.get("drop_points")
+                n_draws -= 1
+                if n_draws == 0:
+                    tick()
         tent = [got[sp] for sp in TENT_ROWS] if name == TENT_MODEL else []
-        draws = calibration_draws(mod, meta["dataset"], x, y, float_acc, rows)
-        if progress is not None:
-            progress()
+        draws = calibration_draws(drops)
         results["models"][name] = {
             "dataset": meta["dataset"],
             "test_samples": len(y),
@@ -328,28 +352,33 @@ def goal_rows(models=None, variants=None) -> int:
     return sum(len(_variants(ab, variants)) for n in names for _, ab, _ in GOALS[n])
 
 
-def goals(progress=None, models=None, variants=None) -> dict:
+def goals(progress=None, models=None, variants=None, jobs: int = 1) -> dict:
     """Per-channel k-means + the whole PTQ pipeline at each goal of :data:`GOALS`, on the
     *full* test set (the goals are stated for it): as the grid measures it (every
     activation, the model input included, at A bits) and with the layer that reads the
     model input at 8 bits (``ActivationConfig(input_bits=8)``: the data are 8-bit
-    pixels or sensor samples already)."""
+    pixels or sensor samples already). ``jobs``: rows in that many processes, as in
+    :func:`run`."""
     out: dict = {"ptq": PTQ_ON, "models": {}}
     for name in models or zoo.available():
         if name not in GOALS:
             continue
-        _, x, y, calib, mod = _model_data(name, fast=False)
+        data = _model_data(name, fast=False)
+        _, x, y, _calib, mod = data
         float_acc = accuracy(quantize(mod, QuantConfig(weight="uniform")).run_float, x, y)
-        rows = []
-        for wb, ab, most in GOALS[name]:
+        tasks, most = [], []
+        for wb, ab, points in GOALS[name]:
             for input_bits, levels, search in _variants(ab, variants).values():
-                r = _row(mod, ("kmeans", wb, ab, True, "channel"), calib, x, y, float_acc,
-                         input_bits=input_bits, levels=levels, range_search=search)  # fmt: skip
-                r["goal_points"] = most
-                r["met"] = r.get("drop_points") is not None and r["drop_points"] <= most
-                rows.append(r)
-                if progress is not None:
-                    progress()
+                opts = {"input_bits": input_bits, "levels": levels, "range_search": search}
+                tasks.append((("kmeans", wb, ab, True, "channel"), opts))
+                most.append(points)
+        rows: list = [None] * len(tasks)
+        for i, r in measure_rows(name, False, tasks, float_acc, jobs, data):
+            r["goal_points"] = most[i]
+            r["met"] = r.get("drop_points") is not None and r["drop_points"] <= most[i]
+            rows[i] = r
+            if progress is not None:
+                progress()
         out["models"][name] = {"test_samples": len(y), "float_accuracy": float_acc,
                                "rows": rows}  # fmt: skip
     return out

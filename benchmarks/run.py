@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--jobs", type=int, default=1, metavar="N",
-        help="accuracy grid: measure rows in N one-thread processes (rows are independent "
-        "and deterministic: the same grid; default 1)",
+        help="accuracy grid and goals: measure rows in N one-thread processes (rows are "
+        "independent and deterministic: the same results; default 1)",
     )  # fmt: skip
     parser.add_argument(
         "--trials", type=int, default=None,
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             total = bench_accuracy.goal_rows(args.zoo_models, args.goal_variants)
             task = bar.add_task("accuracy goals (full test sets)", total=total)
             res = bench_accuracy.goals(
-                lambda: bar.advance(task), args.zoo_models, args.goal_variants
+                lambda: bar.advance(task), args.zoo_models, args.goal_variants, jobs=args.jobs
             )
         atomic_write_json(args.out / "accuracy_goals.json", res)
         atomic_write_text(args.out / "accuracy_goals.md", bench_accuracy.goals_markdown(res))

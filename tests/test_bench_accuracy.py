@@ -96,7 +96,6 @@ def test_resume_keeps_what_a_stopped_grid_measured(tmp_path, monkeypatch):
         return _row(*spec[:4], 0.9, spec[4])
 
     monkeypatch.setattr(b, "_row", fake_row)
-    monkeypatch.setattr(b, "calibration_draws", lambda *a: None)
     monkeypatch.setattr(b, "plot", lambda *a: None)
     kept = [_row(*spec[:4], 0.5, spec[4]) for spec in b.GRID_FAST[:3]]
     saved = {"fast": True, "ptq": b.PTQ_ON, "models": {},
@@ -105,11 +104,17 @@ def test_resume_keeps_what_a_stopped_grid_measured(tmp_path, monkeypatch):
     res = b.run(tmp_path, fast=True, models=["imu_cnn1d"], resume=True)
     rows = res["models"]["imu_cnn1d"]["rows"]
     assert rows[:3] == kept and all(r["accuracy"] == 0.9 for r in rows[3:])
-    assert [s for s in measured if s in b.GRID_FAST] == b.GRID_FAST[3:]
+    n = len(b.GRID_FAST) - 3
+    assert measured[:n] == b.GRID_FAST[3:]
+    # then the mixed row and the calibration draws other than the grid's (seed 0)
+    assert measured[n:] == [b.MIXED_SPEC] + [b.DRAW_SPEC] * (len(b.DRAW_SEEDS) - 1)
+    assert res["models"]["imu_cnn1d"]["draws"]["drop_points"][1:] == [pytest.approx(3.0)] * (
+        len(b.DRAW_SEEDS) - 1
+    )
     (tmp_path / "accuracy.partial.json").write_text(json.dumps({**saved, "fast": False}))
     measured.clear()
     b.run(tmp_path, fast=True, models=["imu_cnn1d"], resume=True)
-    assert [s for s in measured if s in b.GRID_FAST] == b.GRID_FAST
+    assert measured[: len(b.GRID_FAST)] == b.GRID_FAST
 
 
 def test_grid_rows_from_two_processes_equal_the_serial_ones():
@@ -118,11 +123,13 @@ def test_grid_rows_from_two_processes_equal_the_serial_ones():
     specs = [("uniform", 8, 8, False, "channel"), ("kmeans", 2, 8, False, "channel")]
 
     def rows(jobs):
-        got = dict(b.measure_rows("imu_cnn1d", True, specs, 0.86, jobs=jobs))
-        return {sp: {k: v for k, v in r.items() if k != "seconds"} for sp, r in got.items()}
+        tasks = [(sp, {}) for sp in specs] + [(specs[1], {"calib_seed": 1})]
+        got = dict(b.measure_rows("imu_cnn1d", True, tasks, 0.86, jobs=jobs))
+        return {i: {k: v for k, v in r.items() if k != "seconds"} for i, r in got.items()}
 
     serial, parallel = rows(1), rows(2)
-    assert set(parallel) == set(specs)
+    assert set(parallel) == {0, 1, 2}
+    assert serial[2]["accuracy"] != serial[1]["accuracy"]  # another calibration draw
     assert all("error" not in r and 0.3 < r["accuracy"] <= 1 for r in serial.values())
     assert parallel == serial
 
@@ -132,4 +139,4 @@ def test_a_grid_worker_that_cannot_load_its_model_stops_the_grid():
     would restart workers forever)."""
     specs = [("uniform", 8, 8, False, "channel"), ("uniform", 4, 4, False, "channel")]
     with pytest.raises(RuntimeError, match="grid worker could not load no_such_model"):
-        list(b.measure_rows("no_such_model", True, specs, 0.9, jobs=2))
+        list(b.measure_rows("no_such_model", True, [(sp, {}) for sp in specs], 0.9, jobs=2))
