@@ -233,9 +233,10 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
         jobs: int = 1) -> dict:  # fmt: skip
     """The grid for ``models`` (default: every shipped model); ``resume``: keep the models
     and rows of a stopped run's ``accuracy.partial.json`` (same ``fast`` and PTQ) and
-    measure only the rest; ``jobs``: grid and TENT rows in that many one-thread processes
-    (:func:`measure_rows`; the mixed row and the calibration draws run here after them).
-    TENT's k-means rows that are grid rows (same spec) are taken from the grid."""
+    measure only the rest; ``jobs``: rows in that many one-thread processes
+    (:func:`measure_rows`): the grid and TENT rows, then the mixed row and the calibration
+    draws (they need the grid's rows). TENT's k-means rows that are grid rows (same spec)
+    are taken from the grid."""
     results: dict = {"models": {}, "fast": fast, "ptq": PTQ_ON}
     out_dir.mkdir(parents=True, exist_ok=True)
     finished, measured = _resumed(out_dir, fast) if resume else ({}, {})
@@ -244,12 +245,14 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
         atomic_write_json(out_dir / "accuracy.partial.json",
                           {**results, "partial": {"model": name, "rows": rows}})  # fmt: skip
 
+    def tick(n: int = 1):
+        for _ in range(n if progress is not None else 0):
+            progress()
+
     for name in models or zoo.available():
         if name in finished:
             results["models"][name] = finished[name]
-            for _ in range(total_rows(fast, [name])):
-                if progress is not None:
-                    progress()
+            tick(total_rows(fast, [name]))
             continue
         data = _model_data(name, fast)
         meta, x, y, _calib, mod = data
@@ -260,14 +263,11 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
         extra = [sp for sp in TENT_ROWS if sp not in grid] if name == TENT_MODEL else []
         got = dict(measured.get(name, {}))
         todo = [sp for sp in grid + extra if sp not in got]
-        for _ in range(total_rows(fast, [name]) - 2 - len(todo)):  # kept or shared rows
-            if progress is not None:
-                progress()
+        tick(total_rows(fast, [name]) - 2 - len(todo))  # kept or shared rows
         tasks = [(sp, {}) for sp in todo]
         for i, row in measure_rows(name, fast, tasks, float_acc, jobs, data):
             got[todo[i]] = row
-            if progress is not None:
-                progress()
+            tick()
             save_partial(name, [got[sp] for sp in grid + extra if sp in got])
         rows = [got[sp] for sp in grid]
         # mixed precision: the byte budget of the uniform 3-bit model (the one with A8)
@@ -280,13 +280,7 @@ def run(out_dir: Path, fast: bool = False, progress=None, models=None, resume=Fa
         tasks += [(DRAW_SPEC, {"calib_seed": sd}) for sd in DRAW_SEEDS if sd not in drops]
         n_draws = len(tasks) - bool(budget)
         mixed = None
-
-        def tick():
-            if progress is not None:
-                progress()
-
-        for _ in range((not budget) + (not n_draws)):  # nothing to measure for these
-            tick()
+        tick((not budget) + (not n_draws))  # nothing to measure for these
         for i, row in measure_rows(name, fast, tasks, float_acc, jobs, data):
             if "budget" in tasks[i][1]:
                 mixed = {**row, "a_bits": 8}
